@@ -1,0 +1,33 @@
+# hubd's entry points. On a fresh Debian 12 machine, as root:
+#   make run     install what is missing, build the release hubd and start it
+#   make test    install what is missing, build the ci preset and run every test (unit + compat)
+# Variables: DATA (hubd's data folder, default ./hubd-data), HUBD_ARGS (more hubd flags, e.g.
+# "--hostname myhub.local"), CTEST_ARGS (e.g. "-L compat" or "-R registry").
+
+DATA ?= ./hubd-data
+HUBD_ARGS ?=
+CTEST_ARGS ?=
+
+.PHONY: deps build run test clean
+
+deps:
+	scripts/install-deps
+
+# A configure step runs only for a new build folder; later builds re-configure by themselves
+# when a CMakeLists.txt changes.
+build/%/CMakeCache.txt: | deps
+	cmake --preset $*
+
+build: deps build/dev/CMakeCache.txt
+	cmake --build --preset dev
+
+run: deps build/release/CMakeCache.txt
+	cmake --build --preset release --target hubd hubctl
+	exec build/release/src/server/hubd --data $(DATA) $(HUBD_ARGS)
+
+test: deps build/ci/CMakeCache.txt
+	cmake --build --preset ci
+	ctest --test-dir build/ci --output-on-failure -j2 $(CTEST_ARGS)
+
+clean:
+	rm -rf build

@@ -1,0 +1,73 @@
+#pragma once
+// The identity registry: devices and their modules, durable in storage::kv.
+//
+// Owner: hub (the composition root). Thread safety: all methods may be called from any thread;
+// read-modify-write operations are serialised per registry, so etag checks are atomic. Calls
+// block on storage; heads run them off the I/O threads.
+#include "base/clock.hpp"
+#include "base/error.hpp"
+#include "domain/registry/model.hpp"
+#include "storage/kv.hpp"
+
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace hub::registry {
+
+// If-Match as the REST API carries it, quotes already stripped: "*" or absent = unconditional.
+using if_match = std::optional<std::string>;
+
+enum class import_mode { create, update, update_if_match_etag, remove, remove_if_match_etag };
+
+struct bulk_item {
+  import_mode mode = import_mode::create;
+  device dev;                       // dev.etag carries the etag for *_if_match_etag
+};
+
+struct bulk_error {
+  std::string device_id;
+  std::string module_id;
+  errc code = errc::server_error;
+  std::string operation;            // "create", "update", "delete"...
+  std::string message;
+};
+
+struct bulk_result {
+  bool is_successful = true;
+  std::vector<bulk_error> errors;
+};
+
+class service {
+ public:
+  service(storage::kv& kv, const clock& clk);
+
+  // Devices. create fails with DeviceAlreadyExists; keys are generated when absent.
+  result<device> create_device(device d);
+  result<device> get_device(std::string_view id);
+  // Replaces the writable fields. If-Match mismatch gives PreconditionFailed.
+  result<device> update_device(device d, const if_match& etag);
+  // PUT semantics of the REST API: create when absent and no If-Match, else update.
+  result<device> put_device(device d, const if_match& etag);
+  result<void> delete_device(std::string_view id, const if_match& etag);
+  // Devices in id order; at most `top` (0 = all).
+  result<std::vector<device>> list_devices(std::size_t top = 0);
+  bulk_result bulk(std::vector<bulk_item> items);
+  result<statistics> stats();
+
+  // Modules of a device.
+  result<module> create_module(module m);
+  result<module> get_module(std::string_view device_id, std::string_view module_id);
+  result<module> update_module(module m, const if_match& etag);
+  result<module> put_module(module m, const if_match& etag);
+  result<void> delete_module(std::string_view device_id, std::string_view module_id, const if_match& etag);
+  result<std::vector<module>> list_modules(std::string_view device_id);
+
+ private:
+  storage::kv& kv_;
+  const clock& clock_;
+  std::mutex write_mutex_;
+};
+
+}  // namespace hub::registry

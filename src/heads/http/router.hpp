@@ -1,0 +1,56 @@
+#pragma once
+// The service REST API of IoT Hub as a pure function: a parsed request in, a response out.
+// No sockets, no Beast: the Beast session (session.cpp) converts to and from these structs and
+// calls route() off the I/O threads, because the domain services block on storage.
+#include "base/clock.hpp"
+#include "domain/auth/service.hpp"
+#include "domain/registry/service.hpp"
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace hub::http {
+
+struct request {
+  std::string method;   // "GET", "PUT", ...
+  std::string target;   // path and query as received, e.g. "/devices/dev%201?api-version=2021-04-12"
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+
+  // Case-insensitive header lookup; nullopt when absent.
+  std::optional<std::string_view> header(std::string_view name) const;
+};
+
+struct response {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+// The domain services the REST API reaches.
+struct services {
+  registry::service& registry;
+  auth::service& auth;
+  const clock& clk;
+};
+
+class router {
+ public:
+  explicit router(services s) : s_(s) {}
+  // Never throws on any input; unknown routes give 404, bad bodies 400, with IoT Hub's error body.
+  response route(const request& req) const;
+
+ private:
+  services s_;
+};
+
+// errc -> HTTP status (exhaustive switch).
+int http_status(errc e) noexcept;
+// IoT Hub's error response: legacy body {"Message":"ErrorCode:<Name>;<text>","ExceptionMessage":...}
+// plus the iothub-errorcode header, which is the shape the Node SDK decodes into typed errors.
+response error_response(const error& e, const clock& clk);
+
+}  // namespace hub::http

@@ -1,0 +1,119 @@
+#include "server/config.hpp"
+
+#include "server/files.hpp"
+
+#include <arpa/inet.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <sstream>
+
+namespace hub::server {
+namespace {
+
+constexpr const char* description = R"(hubd — a self-hosted IoT hub, wire-compatible with Azure IoT Hub.
+
+Devices and back ends use the official Azure IoT SDKs unchanged: give them a connection string
+with HostName=<--hostname> and make them trust the hub's CA (DIR/ca.pem), e.g. for Node.js
+  export NODE_EXTRA_CA_CERTS=DIR/ca.pem
+Every port serves HTTPS, MQTT over TLS and AMQP over TLS (the protocol is detected), but the SDKs
+expect these ports:
+  443   service SDK REST calls (registry, jobs, direct methods, provisioning service): the SDKs
+        ignore any port in HostName, so they need 443
+  8883  MQTT (device SDKs)
+  5671  AMQP (device and service SDKs, Event Hubs-compatible endpoint)
+On a shared machine give each hub its own loopback address (127.x.y.z) instead of other ports:
+  hubd --data /tmp/hub1 --hostname 127.0.0.2 --listen 127.0.0.2
+)";
+
+bool valid_ip(const std::string& text) {
+  unsigned char buf[16];
+  return ::inet_pton(AF_INET, text.c_str(), buf) == 1 || ::inet_pton(AF_INET6, text.c_str(), buf) == 1;
+}
+
+// Host names end up in connection strings (';' and '=' separate fields there), certificates and
+// URLs, so only DNS characters or an IP literal are accepted.
+bool valid_host_name(const std::string& name) {
+  if (name.empty() || name.size() > 253) return false;
+  if (valid_ip(name)) return true;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+    if (!ok) return false;
+  }
+  return name.front() != '.' && name.front() != '-';
+}
+
+parse_outcome parse(std::vector<std::string> args_reversed) {
+  config cfg;
+  std::string data_dir;
+
+  CLI::App app(description, "hubd");
+  app.get_formatter()->column_width(30);
+  app.set_version_flag("--version", fmt::format("hubd {}", hubd_version), "Print the version and exit");
+  // A misspelt key in the file must not be ignored silently (CLI11's default).
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  app.set_config("--config", "", "Read options from an INI/TOML file with the same keys as the long options,\n"
+                                 "e.g.  hostname = \"myhub.local\"  and  https-port = 8443")
+      ->type_name("FILE");
+
+  app.add_option("--data", data_dir,
+                 "Data folder: hub identity and keys (hub.json), CA and server certificates, database.\n"
+                 "Default: $HUBD_DATA, else /var/lib/hubd as root, else $XDG_DATA_HOME/hubd\n"
+                 "or ~/.local/share/hubd")
+      ->type_name("DIR");
+  app.add_option("--hostname", cfg.host_name,
+                 "Host name clients use (HostName= in connection strings): a DNS name or an IP\n"
+                 "literal. The server certificate is issued for it")
+      ->type_name("NAME")
+      ->capture_default_str()
+      ->check([](const std::string& v) {
+        return valid_host_name(v) ? std::string{} : std::string("not a DNS name or IP literal: ") + v;
+      });
+  app.add_option("--listen", cfg.listen,
+                 "Address to listen on (repeatable). Default: \"::\" dual-stack (all IPv4 and IPv6\n"
+                 "addresses), or 0.0.0.0 where IPv6 is unavailable")
+      ->type_name("ADDR")
+      ->check([](const std::string& v) { return valid_ip(v) ? std::string{} : std::string("not an IP address: ") + v; });
+  app.add_option("--https-port", cfg.https_port, "HTTPS port; the service SDKs' REST calls only ever use 443")
+      ->type_name("PORT")
+      ->capture_default_str();
+  app.add_option("--mqtt-port", cfg.mqtt_port, "MQTT over TLS port (device SDKs: 8883)")
+      ->type_name("PORT")
+      ->capture_default_str();
+  app.add_option("--amqp-port", cfg.amqp_port, "AMQP over TLS port (SDKs: 5671)")->type_name("PORT")->capture_default_str();
+  app.add_option("--log-level", cfg.log_level, "Log level: trace, debug, info, warn, error, critical, off")
+      ->type_name("LEVEL")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_flag("--init", cfg.init_only,
+               "Create the data folder, hub identity and certificates, print them and exit");
+
+  try {
+    app.parse(std::move(args_reversed));
+  } catch (const CLI::ParseError& e) {
+    std::ostringstream out, err;
+    const int code = app.exit(e, out, err);
+    if (code == 0) return parse_exit{0, out.str()};
+    // CLI11's own exit codes (100+) mean nothing to a shell script; usage errors are 2.
+    return parse_exit{2, fmt::format("hubd: {}\nRun with --help for more information.\n", e.what())};
+  }
+
+  // Ports: CLI11 already rejected anything that does not fit in 16 bits.
+  cfg.data_dir = data_dir.empty() ? default_data_dir() : std::filesystem::path(data_dir);
+  return cfg;
+}
+
+}  // namespace
+
+parse_outcome parse_config(int argc, const char* const* argv) {
+  std::vector<std::string> args;
+  for (int i = argc - 1; i > 0; --i) args.emplace_back(argv[i]);
+  return parse(std::move(args));
+}
+
+parse_outcome parse_config(const std::vector<std::string>& args) {
+  return parse(std::vector<std::string>(args.rbegin(), args.rend()));
+}
+
+}  // namespace hub::server

@@ -1,0 +1,39 @@
+#pragma once
+// hubd's typed configuration: command line, optionally on top of a config file (--config FILE, an
+// INI/TOML file with the same keys as the long options, e.g. `https-port = 8443`). Command-line
+// values win over the file.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace hub::server {
+
+inline constexpr const char* hubd_version = "0.1.0";
+
+struct config {
+  std::filesystem::path data_dir;       // resolved: --data, else default_data_dir()
+  std::string host_name = "localhost";  // what clients put in HostName; goes into certificate SANs
+  std::vector<std::string> listen;      // IP literals; empty = "::" dual-stack (or 0.0.0.0 without IPv6)
+  std::uint16_t https_port = 443;
+  std::uint16_t mqtt_port = 8883;
+  std::uint16_t amqp_port = 5671;
+  std::string log_level = "info";
+  bool init_only = false;               // --init: create the data folder, print it, exit
+};
+
+// Parsing ended without a config to run: --help or --version (code 0, text for stdout), or a
+// usage error (code != 0, text for stderr).
+struct parse_exit {
+  int code = 0;
+  std::string text;
+};
+
+using parse_outcome = std::variant<config, parse_exit>;
+
+// argv[0] is the program name. Never throws.
+parse_outcome parse_config(int argc, const char* const* argv);
+parse_outcome parse_config(const std::vector<std::string>& args);  // args without the program name
+
+}  // namespace hub::server

@@ -1,0 +1,228 @@
+// The HTTP/1.1 session: Beast's parser is the codec, hub::http::router the logic. This TU only
+// converts between the two and moves the blocking route() call off the I/O thread.
+// One of the two heavy TUs of the server (the other is listener.cpp).
+#include "base/text.hpp"
+#include "heads/http/router.hpp"
+#include "server/session.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <exception>
+
+namespace hub::server {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using boost::system::error_code;
+
+namespace {
+
+using beast_request = bhttp::request<bhttp::string_body>;
+using beast_response = bhttp::response<bhttp::string_body>;
+
+// The path without the query: log lines show where a request went, not its parameters.
+std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
+
+http::request to_hub_request(beast_request&& req) {
+  http::request out;
+  out.method = std::string(req.method_string());
+  out.target = std::string(req.target());
+  out.headers.reserve(std::distance(req.begin(), req.end()));
+  for (const auto& field : req) out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  out.body = std::move(req.body());
+  return out;
+}
+
+beast_response to_beast_response(http::response&& res, unsigned version, bool keep_alive, std::chrono::seconds idle) {
+  beast_response out{static_cast<bhttp::status>(res.status), version};
+  for (auto& [name, value] : res.headers) out.insert(name, value);
+  out.body() = std::move(res.body);
+  out.keep_alive(keep_alive);
+  // Lets clients that honour the hint (Node >= 19) retire an idle pooled socket before we close it.
+  if (keep_alive) out.set(bhttp::field::keep_alive, fmt::format("timeout={}", idle.count()));
+  out.prepare_payload();
+  return out;
+}
+
+bool is_websocket_upgrade(const bhttp::request_parser<bhttp::string_body>& parser) {
+  const auto& req = parser.get();
+  return req.method() == bhttp::verb::get && text::iequals(req[bhttp::field::upgrade], "websocket");
+}
+
+// GCC 12 miscompiles some coroutine shapes here: a co_spawned capturing lambda freed a corrupted
+// capture, and a by-value message parameter moved inside `if (co_await ...)` was garbage. So the
+// coroutines of this file take big objects by reference from a caller that co_awaits them (or,
+// for the pool, by pointer), keep temporaries out of co_await expressions, and never co_await in
+// a condition.
+
+// Runs on the route pool; `req` lives in the caller's frame, which waits for the result.
+asio::awaitable<http::response> route_on_pool(const session_context* ctx, const http::request* req) {
+  try {
+    co_return ctx->router.route(*req);
+  } catch (const std::exception& e) {
+    // The router promises not to throw; if it does, it is a bug: answer 500, keep serving.
+    ctx->log->error("router threw on {} {}: {}", req->method, path_of(req->target), e.what());
+  }
+  co_return http::error_response(make_error(errc::server_error, "internal error"), ctx->clk);
+}
+
+// route() blocks on storage, so it runs on the route pool; the response comes back to the
+// connection's executor because the caller co_awaits it with use_awaitable.
+asio::awaitable<http::response> route_off_thread(const session_context& ctx, const http::request& req) {
+  asio::awaitable<http::response> work = route_on_pool(&ctx, &req);
+  co_return co_await asio::co_spawn(ctx.route_executor, std::move(work), asio::use_awaitable);
+}
+
+// Writes one response with the request timeout. False when the connection is no longer usable.
+asio::awaitable<bool> write_response(tls_stream& stream, beast_response& res, const session_context& ctx) {
+  beast::get_lowest_layer(stream).expires_after(ctx.limits.request_timeout);
+  auto [ec, n] = co_await bhttp::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+  co_return !ec;
+}
+
+// An error answer for a request we could not read whole; the connection closes after it because
+// the rest of the request is still on the wire.
+beast_response rejection(unsigned version, const error& e, const session_context& ctx) {
+  return to_beast_response(http::error_response(e, ctx.clk), version ? version : 11, false, {});
+}
+
+// "Lingering close", as nginx does it: after refusing a request whose body is still arriving,
+// read and drop what comes (bounded in bytes and time) before closing. Closing with unread
+// bytes makes the kernel send a reset, and a client still writing its body (Node does) then
+// sees ECONNRESET instead of our answer.
+asio::awaitable<void> drain(tls_stream& stream, beast::flat_buffer& buffer) {
+  constexpr std::size_t max_bytes = 16 * 1024 * 1024;
+  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+  buffer.consume(buffer.size());
+  for (std::size_t total = 0; total < max_bytes;) {
+    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(64 * 1024), asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    total += n;
+    buffer.consume(buffer.size());
+  }
+}
+
+// Answers a request we could not read whole, then drains the rest of it.
+asio::awaitable<void> refuse(tls_stream& stream, beast::flat_buffer& buffer, beast_response& res,
+                             const session_context& ctx) {
+  const bool written = co_await write_response(stream, res, ctx);
+  if (written) co_await drain(stream, buffer);
+}
+
+beast_response too_large(unsigned version, const session_context& ctx) {
+  const std::string text = fmt::format("Request body exceeds the limit of {} bytes", ctx.limits.max_body_bytes);
+  return rejection(version, make_error(errc::message_too_large, text), ctx);
+}
+
+}  // namespace
+
+asio::awaitable<session_end> run_http_session(tls_stream& stream, beast::flat_buffer& buffer, const session_context& ctx,
+                                              const connection_info& conn) {
+  auto& tcp_layer = beast::get_lowest_layer(stream);
+  for (std::uint64_t n_requests = 0;; ++n_requests) {
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(ctx.limits.max_header_bytes));
+    parser.body_limit(ctx.limits.max_body_bytes);
+
+    // The first request starts within the handshake budget (bytes are already buffered); later
+    // ones may wait for the idle timeout.
+    tcp_layer.expires_after(ctx.limits.idle_timeout);
+    auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    if (ec == bhttp::error::end_of_stream || ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+      co_return session_end::peer_closed;
+    }
+    if (ec == beast::error::timeout) {
+      ctx.log->debug("connection {}: idle for {} s after {} requests; closing", conn.id,
+                     ctx.limits.idle_timeout.count(), n_requests);
+      co_return session_end::peer_closed;  // the socket is already closed by the timeout
+    }
+    if (ec == bhttp::error::body_limit) {
+      ctx.log->info("connection {}: request body over {} bytes", conn.id, ctx.limits.max_body_bytes);
+      beast_response rejected = too_large(parser.get().version(), ctx);
+      co_await refuse(stream, buffer, rejected, ctx);
+      co_return session_end::we_close;
+    }
+    if (ec == bhttp::error::header_limit) {
+      ctx.log->info("connection {}: request header over {} bytes", conn.id, ctx.limits.max_header_bytes);
+      beast_response rejected = rejection(11, make_error(errc::argument_invalid, "Request header too large"), ctx);
+      co_await refuse(stream, buffer, rejected, ctx);
+      co_return session_end::we_close;
+    }
+    if (ec) {
+      if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {  // any HTTP parse error
+        ctx.log->info("connection {} from {}: malformed HTTP request: {}", conn.id, conn.peer, ec.message());
+        beast_response rejected = rejection(11, make_error(errc::argument_invalid, "Malformed HTTP request"), ctx);
+        co_await refuse(stream, buffer, rejected, ctx);
+        co_return session_end::we_close;
+      }
+      ctx.log->info("connection {} from {}: read failed: {}", conn.id, conn.peer, ec.message());
+      co_return session_end::peer_closed;
+    }
+
+    if (is_websocket_upgrade(parser)) {
+      // MQTT and AMQP over WebSockets (GET /$iothub/websocket, subprotocols "mqtt" and "AMQPWSB10")
+      // will be accepted here: websocket::stream over `stream`, then the MQTT / AMQP head with
+      // the WebSocket stream instead of the TLS stream.
+      ctx.log->info("connection {}: WebSocket upgrade to {} is not served yet", conn.id, path_of(parser.get().target()));
+      beast_response rejected = rejection(
+          parser.get().version(), make_error(errc::invalid_operation, "WebSocket connections are not supported yet"), ctx);
+      co_await refuse(stream, buffer, rejected, ctx);
+      co_return session_end::we_close;
+    }
+
+    // A client that waits for "100 Continue" before sending the body (curl does, for large
+    // bodies) would otherwise stall until its own timeout.
+    if (text::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
+      bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, parser.get().version()};
+      tcp_layer.expires_after(ctx.limits.request_timeout);
+      auto [cec, cn] = co_await bhttp::async_write(stream, cont, asio::as_tuple(asio::use_awaitable));
+      if (cec) co_return session_end::peer_closed;
+    }
+
+    tcp_layer.expires_after(ctx.limits.request_timeout);
+    auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    if (bec == bhttp::error::body_limit) {
+      ctx.log->info("connection {}: request body over {} bytes", conn.id, ctx.limits.max_body_bytes);
+      beast_response rejected = too_large(parser.get().version(), ctx);
+      co_await refuse(stream, buffer, rejected, ctx);
+      co_return session_end::we_close;
+    }
+    if (bec) {
+      ctx.log->info("connection {} from {}: reading the request body failed: {}", conn.id, conn.peer, bec.message());
+      co_return session_end::peer_closed;
+    }
+    tcp_layer.expires_never();
+
+    beast_request req = parser.release();
+    const unsigned version = req.version();
+    const bool keep_alive = req.keep_alive();
+    const std::string method(req.method_string());
+    const std::string path(path_of(req.target()));
+    const auto started = std::chrono::steady_clock::now();
+
+    http::request hub_req = to_hub_request(std::move(req));
+    http::response res = co_await route_off_thread(ctx, hub_req);
+
+    const int status = res.status;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    ctx.log->debug("connection {}: {} {} -> {} ({} ms)", conn.id, method, path, status, ms.count());
+
+    beast_response out = to_beast_response(std::move(res), version, keep_alive, ctx.limits.idle_timeout);
+    const bool written = co_await write_response(stream, out, ctx);
+    if (!written) co_return session_end::peer_closed;
+    if (!keep_alive) co_return session_end::we_close;
+  }
+}
+
+}  // namespace hub::server

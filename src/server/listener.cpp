@@ -1,0 +1,450 @@
+// Acceptors, the TLS context, per-connection handshake and protocol detection, and shutdown.
+// One of the two heavy TUs of the server (the other is http_session.cpp).
+#include "server/listener.hpp"
+
+#include "base/log.hpp"
+#include "server/files.hpp"
+#include "server/session.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <csignal>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+
+namespace hub::server {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+// TLS 1.2 suites with forward secrecy and AEAD only (Mozilla "intermediate" minus DHE); TLS 1.3
+// suites are OpenSSL's defaults, all modern.
+constexpr const char* tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+constexpr std::uint8_t mqtt_connect_byte = 0x10;  // MQTT CONNECT: packet type 1, flags 0
+
+std::string endpoint_text(const tcp::endpoint& ep) {
+  const auto address = ep.address();
+  if (address.is_v6()) {
+    // A v4 client on a dual-stack socket shows up as ::ffff:a.b.c.d; print it as v4.
+    const auto v6 = address.to_v6();
+    if (v6.is_v4_mapped()) return fmt::format("{}:{}", asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string(), ep.port());
+    return fmt::format("[{}]:{}", address.to_string(), ep.port());
+  }
+  return fmt::format("{}:{}", address.to_string(), ep.port());
+}
+
+std::string lower_first(std::string s) {
+  if (!s.empty() && s[0] >= 'A' && s[0] <= 'Z') s[0] = static_cast<char>(s[0] - 'A' + 'a');
+  return s;
+}
+
+ssl::context make_tls_context(const listener_options& opts) {
+  ssl::context ctx(ssl::context::tls_server);
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_compression | ssl::context::single_dh_use |
+                  ssl::context::no_sslv2 | ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx.native_handle(), SSL_OP_NO_RENEGOTIATION);
+  if (SSL_CTX_set_cipher_list(ctx.native_handle(), tls12_ciphers) != 1)
+    throw startup_error("cannot configure TLS ciphers");
+  error_code ec;
+  ctx.use_certificate_chain_file(opts.cert_chain_file.string(), ec);
+  if (ec) throw startup_error(fmt::format("cannot load TLS certificate {}: {}", opts.cert_chain_file.string(), ec.message()));
+  ctx.use_private_key_file(opts.key_file.string(), ssl::context::pem, ec);
+  if (ec) throw startup_error(fmt::format("cannot load TLS key {}: {}", opts.key_file.string(), ec.message()));
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+    throw startup_error(fmt::format("{} does not match {}", opts.key_file.string(), opts.cert_chain_file.string()));
+  return ctx;
+}
+
+// One io_context with its own thread: a connection lives on one worker for its whole life, so its
+// session needs no strand.
+struct worker {
+  // The live connections of this worker, to close them at shutdown. Touched only on ioc's thread.
+  // Declared before ioc: destroying ioc destroys suspended session frames, which unregister here.
+  std::unordered_set<beast::tcp_stream*> connections;
+  bool closing = false;  // ditto
+  std::thread thread;
+  asio::io_context ioc{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work{ioc.get_executor()};
+};
+
+// Keeps a connection in its worker's set for as long as the session frame lives.
+class registration {
+ public:
+  registration(worker& w, beast::tcp_stream& s) : w_(w), s_(s) { w_.connections.insert(&s_); }
+  ~registration() { w_.connections.erase(&s_); }
+  registration(const registration&) = delete;
+  registration& operator=(const registration&) = delete;
+
+ private:
+  worker& w_;
+  beast::tcp_stream& s_;
+};
+
+bool peer_went_away(const error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::connection_reset || ec == ssl::error::stream_truncated ||
+         ec == asio::error::broken_pipe || ec == asio::error::operation_aborted;
+}
+
+// True when this host can serve IPv6: "::" then also covers IPv4 (dual-stack).
+bool ipv6_available() {
+  asio::io_context ioc;
+  tcp::acceptor probe(ioc);
+  error_code ec;
+  probe.open(tcp::v6(), ec);
+  if (!ec) probe.bind(tcp::endpoint(tcp::v6(), 0), ec);
+  return !ec;
+}
+
+}  // namespace
+
+std::string bound_endpoint::to_string() const {
+  const bool v6 = address.find(':') != std::string::npos;
+  return v6 ? fmt::format("{} [{}]:{}", name, address, port) : fmt::format("{} {}:{}", name, address, port);
+}
+
+struct listeners::impl {
+  impl(listener_options o, const http::router& r, const clock& c);
+
+  void bind_all();
+  bool try_bind(const asio::ip::address& address, const listen_port& port, error_code& ec);
+  void start_accepting();
+  asio::awaitable<void> accept_loop(tcp::acceptor* acceptor, std::string name);
+  asio::awaitable<void> run_connection(worker* w, tcp::socket socket, std::uint64_t id);
+  asio::awaitable<session_end> serve_connection(tls_stream& stream, const connection_info& conn);
+  void request_stop();
+  void close_everything();
+
+  listener_options opts_;
+  std::shared_ptr<spdlog::logger> log_ = hub::log::get("server");
+  // Members are destroyed in reverse order: acceptors and signals before the io_contexts they
+  // use, and the route pool (joined) before the workers its completions go to.
+  std::vector<std::unique_ptr<worker>> workers_;
+  asio::thread_pool route_pool_;
+  ssl::context tls_;
+  session_context session_ctx_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  std::vector<bound_endpoint> endpoints_;
+  std::optional<asio::signal_set> signals_;
+  std::atomic<std::size_t> next_worker_{0};
+  std::atomic<std::uint64_t> next_connection_id_{0};
+
+  std::mutex stop_mutex_;
+  std::condition_variable stop_cv_;
+  bool stop_requested_ = false;
+  bool ran_ = false;
+};
+
+listeners::impl::impl(listener_options o, const http::router& r, const clock& c)
+    : opts_(std::move(o)),
+      workers_([&] {
+        std::size_t n = opts_.io_threads ? opts_.io_threads : std::thread::hardware_concurrency();
+        std::vector<std::unique_ptr<worker>> v;
+        for (std::size_t i = 0; i < std::max<std::size_t>(n, 1); ++i) v.push_back(std::make_unique<worker>());
+        return v;
+      }()),
+      route_pool_(std::max<std::size_t>(opts_.route_threads, 1)),
+      tls_(make_tls_context(opts_)),
+      session_ctx_{r, c, route_pool_.get_executor(), opts_.http, hub::log::get("http")} {
+  // Registered now, before hubd prints "hubd ready": a SIGTERM that arrives before run() starts
+  // waiting is queued by the signal_set instead of killing the process.
+  signals_.emplace(workers_[0]->ioc, SIGINT, SIGTERM);
+  bind_all();
+}
+
+bool listeners::impl::try_bind(const asio::ip::address& address, const listen_port& port, error_code& ec) {
+  auto& w = *workers_[acceptors_.size() % workers_.size()];
+  auto acceptor = std::make_unique<tcp::acceptor>(w.ioc);
+  const tcp::endpoint ep(address, port.port);
+  acceptor->open(ep.protocol(), ec);
+  if (ec) return false;
+  acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  // "::" serves IPv4 too (as v4-mapped addresses) unless the system forces v6-only.
+  if (address.is_v6()) acceptor->set_option(asio::ip::v6_only(false), ec);
+  ec.clear();
+  acceptor->bind(ep, ec);
+  if (ec) return false;
+  acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return false;
+  const tcp::endpoint local = acceptor->local_endpoint(ec);
+  if (ec) return false;
+
+  // Two names on one port ("--https-port 8443 --mqtt-port 8443") share one acceptor.
+  endpoints_.push_back(bound_endpoint{port.name, address.to_string(), local.port()});
+  acceptors_.push_back(std::move(acceptor));
+  return true;
+}
+
+void listeners::impl::bind_all() {
+  // Merge names that share a port: a second bind of the same port would fail.
+  std::vector<listen_port> ports;
+  for (const listen_port& p : opts_.ports) {
+    auto same = std::find_if(ports.begin(), ports.end(), [&](const listen_port& q) { return q.port == p.port && p.port != 0; });
+    if (same != ports.end()) {
+      same->name += "+" + p.name;
+    } else {
+      ports.push_back(p);
+    }
+  }
+
+  std::vector<std::string> addresses = opts_.addresses;
+  if (addresses.empty()) {
+    if (ipv6_available()) {
+      addresses.push_back("::");
+    } else {
+      log_->info("IPv6 is not available; listening on 0.0.0.0");
+      addresses.push_back("0.0.0.0");
+    }
+  }
+  for (const std::string& text : addresses) {
+    error_code ec;
+    const auto address = asio::ip::make_address(text, ec);
+    if (ec) throw startup_error(fmt::format("cannot listen on {}: not an IP address", text));
+    for (const listen_port& port : ports) {
+      if (try_bind(address, port, ec)) continue;
+      std::string reason = lower_first(ec.message());
+      if (ec == asio::error::access_denied && port.port < 1024)
+        reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)";
+      if (ec == boost::system::errc::address_not_available) reason += " (no interface has this address)";
+      throw startup_error(fmt::format("cannot listen on {}: {}", endpoint_text(tcp::endpoint(address, port.port)), reason));
+    }
+  }
+}
+
+void listeners::impl::start_accepting() {
+  for (std::size_t i = 0; i < acceptors_.size(); ++i) {
+    tcp::acceptor* acceptor = acceptors_[i].get();
+    std::string name = endpoints_[i].to_string();
+    asio::co_spawn(acceptor->get_executor(), accept_loop(acceptor, name), [log = log_, name](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log->error("listener {} failed: {}", name, ex.what());
+      }
+    });
+  }
+}
+
+asio::awaitable<void> listeners::impl::accept_loop(tcp::acceptor* acceptor, std::string name) {
+  asio::steady_timer backoff(acceptor->get_executor());
+  for (;;) {
+    // Accept straight onto the next worker's io_context: the connection stays there.
+    worker* w = workers_[next_worker_++ % workers_.size()].get();
+    auto [ec, socket] = co_await acceptor->async_accept(w->ioc, asio::as_tuple(asio::use_awaitable));
+    if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+    if (ec) {
+      // Out of file descriptors and the like: back off instead of spinning.
+      log_->warn("{}: accept failed: {}", name, ec.message());
+      backoff.expires_after(std::chrono::milliseconds(100));
+      co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    const std::uint64_t id = ++next_connection_id_;
+    auto executor = socket.get_executor();
+    asio::co_spawn(executor, run_connection(w, std::move(socket), id), [log = log_, id](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        // A bug, not a peer's doing: the session ends, the server goes on.
+        log->error("connection {}: session failed: {}", id, ex.what());
+      }
+    });
+  }
+}
+
+asio::awaitable<void> listeners::impl::run_connection(worker* w, tcp::socket socket, std::uint64_t id) {
+  connection_info conn;
+  conn.id = id;
+  {
+    error_code ec;
+    conn.peer = endpoint_text(socket.remote_endpoint(ec));
+    conn.local = endpoint_text(socket.local_endpoint(ec));
+    socket.set_option(tcp::no_delay(true), ec);
+  }
+  tls_stream stream(std::move(socket), tls_);
+  registration reg(*w, beast::get_lowest_layer(stream));
+  if (w->closing) co_return;  // accepted while shutting down
+  log_->debug("connection {} from {} on {} accepted", conn.id, conn.peer, conn.local);
+
+  const session_end end = co_await serve_connection(stream, conn);
+  auto& tcp_layer = beast::get_lowest_layer(stream);
+  if (end == session_end::we_close && tcp_layer.socket().is_open() && !w->closing) {
+    // A polite close_notify, bounded: a peer that never answers must not hold the frame.
+    tcp_layer.expires_after(std::chrono::seconds(2));
+    co_await stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
+  }
+  log_->debug("connection {} from {} closed", conn.id, conn.peer);
+}
+
+asio::awaitable<session_end> listeners::impl::serve_connection(tls_stream& stream, const connection_info& conn) {
+  auto& tcp_layer = beast::get_lowest_layer(stream);
+  tcp_layer.expires_after(opts_.handshake_timeout);
+  auto [hs_ec] = co_await stream.async_handshake(ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+  if (hs_ec) {
+    if (hs_ec == beast::error::timeout) {
+      log_->info("connection {} from {}: TLS handshake timed out", conn.id, conn.peer);
+    } else if (!peer_went_away(hs_ec)) {
+      log_->info("connection {} from {}: TLS handshake failed: {}", conn.id, conn.peer, hs_ec.message());
+    }
+    co_return session_end::peer_closed;
+  }
+
+  // Protocol detection. TLS hides the bytes from MSG_PEEK, so read the first ones into the
+  // buffer that the protocol session then starts from. The handshake deadline still runs.
+  beast::flat_buffer buffer;
+  auto first_bytes = [&]() { return std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()); };
+  for (;;) {
+    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(512), asio::as_tuple(asio::use_awaitable));
+    buffer.commit(n);
+    if (ec == beast::error::timeout) {
+      log_->info("connection {} from {}: nothing received within {} s", conn.id, conn.peer, opts_.handshake_timeout.count());
+      co_return session_end::peer_closed;
+    }
+    if (ec) co_return session_end::peer_closed;
+    // "AMQP" is the only protocol header that needs more than one byte to tell apart.
+    const std::string_view seen = first_bytes();
+    if (seen.empty()) continue;
+    if (seen[0] != 'A' || seen.size() >= 4 || !std::string_view("AMQP").starts_with(seen)) break;
+  }
+  tcp_layer.expires_never();
+
+  const std::string_view seen = first_bytes();
+  if (static_cast<std::uint8_t>(seen[0]) == mqtt_connect_byte) {
+    // The MQTT head (heads/mqtt) will take `stream` and `buffer` from here.
+    log_->info("connection {} from {}: MQTT is not served yet; closing", conn.id, conn.peer);
+    co_return session_end::we_close;
+  }
+  if (seen.starts_with("AMQP")) {
+    // The AMQP head (heads/amqp, Proton connection_driver) will take `stream` and `buffer` from here.
+    log_->info("connection {} from {}: AMQP is not served yet; closing", conn.id, conn.peer);
+    co_return session_end::we_close;
+  }
+  co_return co_await run_http_session(stream, buffer, session_ctx_, conn);
+}
+
+void listeners::impl::request_stop() {
+  {
+    std::scoped_lock lock(stop_mutex_);
+    stop_requested_ = true;
+  }
+  stop_cv_.notify_all();
+}
+
+void listeners::impl::close_everything() {
+  // Acceptors first, each on its own executor, so no new connection arrives.
+  for (auto& acceptor : acceptors_) {
+    asio::post(acceptor->get_executor(), [a = acceptor.get()] {
+      error_code ec;
+      a->close(ec);
+    });
+  }
+  if (signals_) asio::post(signals_->get_executor(), [s = &*signals_] {
+      error_code ec;
+      s->cancel(ec);
+    });
+  // Then every live connection, on its own worker thread (the only thread that touches it).
+  for (auto& w : workers_) {
+    asio::post(w->ioc, [w = w.get()] {
+      w->closing = true;
+      for (beast::tcp_stream* s : w->connections) {
+        error_code ec;
+        s->socket().shutdown(tcp::socket::shutdown_both, ec);
+        s->close();
+      }
+    });
+    // Without the guard, run() returns once the last session frame is gone.
+    w->work.reset();
+  }
+}
+
+listeners::listeners(listener_options options, const http::router& router, const clock& clk)
+    : impl_(std::make_unique<impl>(std::move(options), router, clk)) {}
+
+listeners::~listeners() {
+  // run() was never called or already returned: nothing runs, the members clean up.
+  stop();
+}
+
+const std::vector<bound_endpoint>& listeners::endpoints() const noexcept { return impl_->endpoints_; }
+
+void listeners::stop() { impl_->request_stop(); }
+
+void listeners::run() {
+  impl& self = *impl_;
+  if (std::exchange(self.ran_, true)) return;
+  self.signals_->async_wait([&self](const error_code& ec, int sig) {
+    if (ec) return;
+    self.log_->info("shutting down ({})", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    self.request_stop();
+  });
+  self.start_accepting();
+
+  std::mutex done_mutex;
+  std::condition_variable done_cv;
+  std::size_t running = self.workers_.size();
+  for (auto& w : self.workers_) {
+    w->thread = std::thread([&, w = w.get()] {
+      for (;;) {
+        try {
+          w->ioc.run();
+          break;
+        } catch (const std::exception& e) {
+          // Handlers do not throw by design; if one does, keep the worker alive.
+          self.log_->error("worker: unexpected exception: {}", e.what());
+        }
+      }
+      std::scoped_lock lock(done_mutex);
+      --running;
+      done_cv.notify_all();
+    });
+  }
+
+  {
+    std::unique_lock lock(self.stop_mutex_);
+    self.stop_cv_.wait(lock, [&] { return self.stop_requested_; });
+  }
+  self.log_->info("stopping listeners and closing connections");
+  self.close_everything();
+
+  {
+    std::unique_lock lock(done_mutex);
+    if (!done_cv.wait_for(lock, self.opts_.shutdown_grace, [&] { return running == 0; })) {
+      self.log_->warn("sessions still busy after {} s; stopping them", self.opts_.shutdown_grace.count());
+      for (auto& w : self.workers_) w->ioc.stop();
+    }
+  }
+  for (auto& w : self.workers_) w->thread.join();
+  self.route_pool_.join();
+}
+
+}  // namespace hub::server

@@ -1,0 +1,76 @@
+#pragma once
+// The network front of hubd: TLS listeners on every (address, port), protocol detection, and the
+// sessions behind them. Light header (pimpl): Asio and Beast stay inside listener.cpp and
+// http_session.cpp.
+//
+// Lifecycle: construct (loads the TLS context, binds every port: failures throw startup_error),
+// read endpoints(), then run() on the main thread until stop() or SIGINT/SIGTERM. run() returns
+// after the sessions are closed and every thread is joined. The router and clock must outlive it.
+#include "base/clock.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace hub::http {
+class router;
+}
+
+namespace hub::server {
+
+struct listen_port {
+  std::string name;     // "https", "mqtt", "amqp": a label only, every port serves every protocol
+  std::uint16_t port = 0;  // 0 = any free port (tests)
+};
+
+struct http_limits {
+  std::size_t max_body_bytes = 1024 * 1024;   // larger bodies get 413 MessageTooLarge
+  std::size_t max_header_bytes = 16 * 1024;   // SAS tokens are long, but not this long
+  std::chrono::seconds idle_timeout{120};     // between requests on a kept-alive connection
+  std::chrono::seconds request_timeout{30};   // to receive one request body, or send one response
+};
+
+struct listener_options {
+  std::vector<std::string> addresses;  // IP literals; empty = "::" dual-stack, else 0.0.0.0
+  std::vector<listen_port> ports;
+  std::filesystem::path cert_chain_file;  // server certificate, then its CA chain
+  std::filesystem::path key_file;
+  std::size_t io_threads = 0;             // 0 = one per core
+  std::size_t route_threads = 2;          // the pool that runs blocking domain calls
+  std::chrono::seconds handshake_timeout{10};  // TLS handshake plus the first bytes of the protocol
+  std::chrono::seconds shutdown_grace{5};      // how long run() waits for sessions to end
+  http_limits http;
+};
+
+struct bound_endpoint {
+  std::string name;      // "https" (or "https+mqtt" when two names share a port)
+  std::string address;   // as bound, e.g. "127.0.0.2" or "::"
+  std::uint16_t port = 0;  // the real port, also when 0 was asked
+  std::string to_string() const;  // "https 127.0.0.2:443", "https [::]:443"
+};
+
+class listeners {
+ public:
+  listeners(listener_options options, const http::router& router, const clock& clk);
+  ~listeners();
+  listeners(const listeners&) = delete;
+  listeners& operator=(const listeners&) = delete;
+
+  const std::vector<bound_endpoint>& endpoints() const noexcept;
+
+  // Serves until stop() or SIGINT/SIGTERM; then stops accepting, closes every session, waits up
+  // to shutdown_grace for them to end and joins all threads. Call once.
+  void run();
+  // Thread-safe, idempotent; also safe before run() (run() then returns at once).
+  void stop();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace hub::server

@@ -1,0 +1,129 @@
+// hubd: the daemon. Parses the configuration, prepares the data folder (identity, certificates,
+// database), wires the domain services to the protocol heads and serves until SIGTERM/SIGINT.
+#include "base/clock.hpp"
+#include "base/log.hpp"
+#include "domain/auth/service.hpp"
+#include "domain/registry/service.hpp"
+#include "heads/http/router.hpp"
+#include "server/config.hpp"
+#include "server/files.hpp"
+#include "server/listener.hpp"
+#include "server/tls_material.hpp"
+#include "storage/kv.hpp"
+
+#include <fmt/format.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <variant>
+
+namespace {
+
+using namespace hub;
+using namespace hub::server;
+namespace fs = std::filesystem;
+
+// The connection string the banner shows: iothubowner, as the Azure portal offers first.
+std::string owner_connection_string(const auth::hub_identity& identity) {
+  const auth::policy* p = identity.find("iothubowner");
+  if (!p && !identity.policies.empty()) p = &identity.policies.front();
+  return p ? auth::connection_string(identity, *p) : std::string("(hub.json has no shared access policy)");
+}
+
+std::string join(const std::vector<std::string>& items, std::string_view sep) {
+  std::string out;
+  for (const std::string& item : items) {
+    if (!out.empty()) out += sep;
+    out += item;
+  }
+  return out;
+}
+
+// Printed to stdout, never to the log: the connection string carries a key, and logs must not.
+void print_identity(const config& cfg, const data_layout& layout, const auth::hub_identity& identity) {
+  fmt::print("  data folder:        {}\n", layout.dir.string());
+  fmt::print("  CA certificate:     {}   (trust it: export NODE_EXTRA_CA_CERTS={})\n", layout.ca_cert().string(),
+             layout.ca_cert().string());
+  fmt::print("  connection string:  {}\n", owner_connection_string(identity));
+}
+
+int run(const config& cfg) {
+  hub::log::init(cfg.log_level);
+  auto log = hub::log::get("hubd");
+
+  data_layout layout{fs::absolute(cfg.data_dir).lexically_normal()};
+  ensure_data_dir(layout);
+
+  // The database first: its lock keeps a second hubd off this folder before it rewrites
+  // hub.json or the certificates under the running one.
+  auto kv = storage::open_rocksdb(layout.db().string());
+  if (!kv) throw startup_error(fmt::format("cannot open database {}: {}", layout.db().string(), kv.error().message));
+
+  identity_outcome id = ensure_identity(layout, cfg.host_name);
+  if (id.created) log->info("created hub identity {}", layout.hub_json().string());
+  if (id.host_name_changed) log->info("host name changed to {}; policies keep their keys", cfg.host_name);
+
+  hub::system_clock clk;
+  const tls_report tls = ensure_tls_material(layout, tls_names{cfg.host_name, cfg.listen}, clk.now());
+  if (tls.ca_created) log->info("created CA {} ({})", layout.ca_cert().string(), tls.ca_subject);
+  if (tls.server_cert_issued)
+    log->info("issued server certificate {} ({}): {}", layout.server_cert().string(), tls.reason,
+              join(tls.subject_alt_names, ", "));
+
+  if (cfg.init_only) {
+    fmt::print("hubd {} — IoT hub \"{}\" initialised\n", hubd_version, id.identity.host_name);
+    print_identity(cfg, layout, id.identity);
+    fmt::print("  server certificate: {}   ({}, until {})\n", layout.server_cert().string(),
+               join(tls.subject_alt_names, ", "), to_iso8601(tls.server_not_after).substr(0, 10));
+    std::fflush(stdout);
+    return 0;
+  }
+
+  registry::service registry(**kv, clk);
+  auth::service auth(id.identity, registry, clk);
+  http::router router(http::services{registry, auth, clk});
+
+  listener_options opts;
+  opts.addresses = cfg.listen;
+  opts.ports = {{"https", cfg.https_port}, {"mqtt", cfg.mqtt_port}, {"amqp", cfg.amqp_port}};
+  opts.cert_chain_file = layout.server_cert();
+  opts.key_file = layout.server_key();
+  listeners net(std::move(opts), router, clk);
+
+  std::vector<std::string> bound;
+  for (const bound_endpoint& ep : net.endpoints()) bound.push_back(ep.to_string());
+
+  fmt::print("hubd {} — IoT hub \"{}\"\n", hubd_version, id.identity.host_name);
+  print_identity(cfg, layout, id.identity);
+  fmt::print("  listening:          {}\n", join(bound, ", "));
+  fmt::print("hubd ready\n");
+  std::fflush(stdout);
+  log->info("ready: {}", join(bound, ", "));
+
+  net.run();
+  log->info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A client that vanishes mid-write must cost an error code, not the process.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  parse_outcome parsed = parse_config(argc, argv);
+  if (auto* exit = std::get_if<parse_exit>(&parsed)) {
+    std::fputs(exit->text.c_str(), exit->code == 0 ? stdout : stderr);
+    return exit->code;
+  }
+  try {
+    return run(std::get<config>(parsed));
+  } catch (const std::exception& e) {
+    // startup_error and friends: one line, no stack of context, exit 1.
+    std::fflush(stdout);
+    fmt::print(stderr, "hubd: {}\n", e.what());
+    return 1;
+  }
+}

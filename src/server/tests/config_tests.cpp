@@ -1,0 +1,101 @@
+#include "server/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+namespace hub::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+config parse_ok(const std::vector<std::string>& args) {
+  parse_outcome out = parse_config(args);
+  if (auto* e = std::get_if<parse_exit>(&out)) {
+    ADD_FAILURE() << "parse failed (" << e->code << "): " << e->text;
+    return {};
+  }
+  return std::get<config>(out);
+}
+
+parse_exit parse_exits(const std::vector<std::string>& args) {
+  parse_outcome out = parse_config(args);
+  if (auto* e = std::get_if<parse_exit>(&out)) return *e;
+  ADD_FAILURE() << "expected parsing to stop";
+  return {};
+}
+
+TEST(config, defaults) {
+  ::setenv("HUBD_DATA", "/tmp/hubd-config-test", 1);
+  const config cfg = parse_ok({});
+  ::unsetenv("HUBD_DATA");
+  EXPECT_EQ(cfg.data_dir, fs::path("/tmp/hubd-config-test"));
+  EXPECT_EQ(cfg.host_name, "localhost");
+  EXPECT_TRUE(cfg.listen.empty());
+  EXPECT_EQ(cfg.https_port, 443);
+  EXPECT_EQ(cfg.mqtt_port, 8883);
+  EXPECT_EQ(cfg.amqp_port, 5671);
+  EXPECT_EQ(cfg.log_level, "info");
+  EXPECT_FALSE(cfg.init_only);
+}
+
+TEST(config, command_line) {
+  const config cfg = parse_ok({"--data", "/tmp/h1", "--hostname", "127.0.0.2", "--listen", "127.0.0.2", "--listen", "::1",
+                               "--https-port", "8443", "--mqtt-port=1883", "--log-level", "debug", "--init"});
+  EXPECT_EQ(cfg.data_dir, fs::path("/tmp/h1"));
+  EXPECT_EQ(cfg.host_name, "127.0.0.2");
+  EXPECT_EQ(cfg.listen, (std::vector<std::string>{"127.0.0.2", "::1"}));
+  EXPECT_EQ(cfg.https_port, 8443);
+  EXPECT_EQ(cfg.mqtt_port, 1883);
+  EXPECT_EQ(cfg.amqp_port, 5671);
+  EXPECT_EQ(cfg.log_level, "debug");
+  EXPECT_TRUE(cfg.init_only);
+}
+
+TEST(config, config_file_with_command_line_overrides) {
+  const fs::path file = fs::path(::testing::TempDir()) / "hubd-config-test.toml";
+  std::ofstream(file) << "# hubd settings\n"
+                         "hostname = \"myhub.local\"\n"
+                         "https-port = 8443\n"
+                         "listen = [\"127.0.0.3\", \"127.0.0.4\"]\n"
+                         "log-level = \"warn\"\n";
+  const config cfg = parse_ok({"--data", "/tmp/h2", "--config", file.string(), "--log-level", "debug"});
+  fs::remove(file);
+  EXPECT_EQ(cfg.host_name, "myhub.local");
+  EXPECT_EQ(cfg.https_port, 8443);
+  EXPECT_EQ(cfg.listen, (std::vector<std::string>{"127.0.0.3", "127.0.0.4"}));
+  EXPECT_EQ(cfg.log_level, "debug");  // the command line wins
+}
+
+TEST(config, rejects_bad_values_with_usage_errors) {
+  EXPECT_EQ(parse_exits({"--https-port", "70000"}).code, 2);
+  EXPECT_EQ(parse_exits({"--listen", "localhost"}).code, 2);
+  EXPECT_EQ(parse_exits({"--hostname", "a;b"}).code, 2);
+  EXPECT_EQ(parse_exits({"--log-level", "loud"}).code, 2);
+  EXPECT_EQ(parse_exits({"--no-such-option"}).code, 2);
+  EXPECT_EQ(parse_exits({"--config", "/nonexistent/hubd.toml"}).code, 2);
+
+  const fs::path file = fs::path(::testing::TempDir()) / "hubd-config-typo.toml";
+  std::ofstream(file) << "https-prot = 8443\n";
+  const parse_exit typo = parse_exits({"--config", file.string()});
+  fs::remove(file);
+  EXPECT_EQ(typo.code, 2);
+  EXPECT_NE(typo.text.find("https-prot"), std::string::npos) << typo.text;
+}
+
+TEST(config, help_and_version) {
+  const parse_exit help = parse_exits({"--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.text.find("--https-port"), std::string::npos);
+  EXPECT_NE(help.text.find("443"), std::string::npos);
+  EXPECT_NE(help.text.find("NODE_EXTRA_CA_CERTS"), std::string::npos);
+
+  const parse_exit version = parse_exits({"--version"});
+  EXPECT_EQ(version.code, 0);
+  EXPECT_NE(version.text.find("hubd 0.1.0"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hub::server

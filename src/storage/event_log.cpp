@@ -1,0 +1,580 @@
+#include "storage/event_log.hpp"
+
+#include "base/log.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace hub::storage {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Segment header: magic, base sequence, base offset, reserved.
+constexpr char magic[8] = {'H', 'U', 'B', 'L', 'O', 'G', '0', '1'};
+constexpr std::size_t header_bytes = 32;
+// Record: u32 data length, u32 CRC-32 of the rest, i64 sequence, i64 enqueued ms, data.
+constexpr std::size_t record_overhead = 4 + 4 + 8 + 8;
+// One sparse index entry per this many records of a segment.
+constexpr std::int64_t index_every = 64;
+
+void put_u32(char* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+void put_i64(char* p, std::int64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * i));
+}
+std::uint32_t get_u32(const char* p) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  return v;
+}
+std::int64_t get_i64(const char* p) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  return static_cast<std::int64_t>(v);
+}
+std::uint32_t crc_of(const char* p, std::size_t n) {
+  return static_cast<std::uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(p), static_cast<uInt>(n)));
+}
+
+error io_error(const std::string& what, const std::string& path) {
+  return make_error(errc::server_error, "event log: " + what + " " + path + ": " + std::strerror(errno));
+}
+
+bool pread_all(int fd, char* buf, std::size_t n, off_t pos) {
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, buf, n, pos);
+    if (r <= 0) {
+      if (r < 0 && errno == EINTR) continue;
+      return false;
+    }
+    buf += r;
+    n -= static_cast<std::size_t>(r);
+    pos += r;
+  }
+  return true;
+}
+
+bool write_all(int fd, const char* buf, std::size_t n) {
+  while (n > 0) {
+    const ssize_t r = ::write(fd, buf, n);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    buf += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+struct index_entry {
+  std::int64_t sequence;
+  std::uint64_t pos;
+  std::int64_t ms;
+};
+
+void sync_dir(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+// One segment file. Metadata is guarded by the partition's mutex; the fd stays valid as long as
+// a reader holds the shared_ptr, so retention can drop a segment while a read is in flight.
+struct segment {
+  fs::path path;
+  int fd = -1;
+  std::int64_t base_sequence = 0;
+  std::int64_t base_offset = 0;
+  std::int64_t count = 0;
+  std::uint64_t size = header_bytes;   // bytes in the file that hold valid records
+  std::int64_t first_ms = 0;
+  std::int64_t last_ms = 0;
+  std::uint64_t last_pos = 0;          // file position of the newest record
+  std::vector<index_entry> index;      // every index_every-th record
+
+  ~segment() {
+    if (fd >= 0) ::close(fd);
+  }
+  std::int64_t end_sequence() const { return base_sequence + count; }
+  std::int64_t end_offset() const { return base_offset + static_cast<std::int64_t>(size - header_bytes); }
+  std::int64_t offset_at(std::uint64_t pos) const { return base_offset + static_cast<std::int64_t>(pos - header_bytes); }
+};
+
+std::string segment_name(std::int64_t base_sequence) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%020lld.seg", static_cast<long long>(base_sequence));
+  return name;
+}
+
+result<std::shared_ptr<segment>> create_segment(const fs::path& dir, std::int64_t base_sequence,
+                                                std::int64_t base_offset) {
+  auto seg = std::make_shared<segment>();
+  seg->path = dir / segment_name(base_sequence);
+  seg->base_sequence = base_sequence;
+  seg->base_offset = base_offset;
+  seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (seg->fd < 0) return io_error("cannot create", seg->path.string());
+  char header[header_bytes] = {};
+  std::memcpy(header, magic, sizeof magic);
+  put_i64(header + 8, base_sequence);
+  put_i64(header + 16, base_offset);
+  if (!write_all(seg->fd, header, header_bytes) || ::fdatasync(seg->fd) != 0) {
+    return io_error("cannot write", seg->path.string());
+  }
+  sync_dir(dir);
+  return seg;
+}
+
+// Opens an existing segment and scans its records, cutting off a torn or corrupt tail.
+result<std::shared_ptr<segment>> load_segment(const fs::path& path, bool is_last) {
+  auto seg = std::make_shared<segment>();
+  seg->path = path;
+  seg->fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (seg->fd < 0) return io_error("cannot open", path.string());
+  struct stat st {};
+  if (::fstat(seg->fd, &st) != 0) return io_error("cannot stat", path.string());
+  char header[header_bytes];
+  if (static_cast<std::size_t>(st.st_size) < header_bytes || !pread_all(seg->fd, header, header_bytes, 0) ||
+      std::memcmp(header, magic, sizeof magic) != 0) {
+    return make_error(errc::server_error, "event log: " + path.string() + " is not a hubd segment file");
+  }
+  seg->base_sequence = get_i64(header + 8);
+  seg->base_offset = get_i64(header + 16);
+  const auto file_size = static_cast<std::uint64_t>(st.st_size);
+  std::uint64_t pos = header_bytes;
+  std::string buf;
+  char head[record_overhead];
+  while (pos + record_overhead <= file_size) {
+    if (!pread_all(seg->fd, head, record_overhead, static_cast<off_t>(pos))) break;
+    const std::uint32_t len = get_u32(head);
+    if (pos + record_overhead + len > file_size) break;
+    buf.resize(16 + len);
+    std::memcpy(buf.data(), head + 8, 16);
+    if (!pread_all(seg->fd, buf.data() + 16, len, static_cast<off_t>(pos + record_overhead))) break;
+    if (crc_of(buf.data(), buf.size()) != get_u32(head + 4)) break;
+    const std::int64_t seq = get_i64(head + 8);
+    if (seq != seg->end_sequence()) break;
+    const std::int64_t ms = get_i64(head + 16);
+    if (seg->count % index_every == 0) seg->index.push_back({seq, pos, ms});
+    if (seg->count == 0) seg->first_ms = ms;
+    seg->last_ms = ms;
+    seg->last_pos = pos;
+    ++seg->count;
+    pos += record_overhead + len;
+  }
+  if (pos != file_size) {
+    if (!is_last) {
+      return make_error(errc::server_error, "event log: " + path.string() + " is corrupt at byte " +
+                                                std::to_string(pos) + " (not the newest segment)");
+    }
+    // A crash during a group commit leaves a partial batch: none of it was acknowledged.
+    log::get("storage")->warn("event log: cutting {} bytes of an unfinished write off {}", file_size - pos,
+                              path.string());
+    if (::ftruncate(seg->fd, static_cast<off_t>(pos)) != 0 || ::fdatasync(seg->fd) != 0) {
+      return io_error("cannot truncate", path.string());
+    }
+  }
+  seg->size = pos;
+  if (::lseek(seg->fd, static_cast<off_t>(pos), SEEK_SET) < 0) return io_error("cannot seek", path.string());
+  return seg;
+}
+
+struct pending_append {
+  std::string data;
+  event_log::append_callback done;
+};
+
+}  // namespace
+
+struct event_log::impl {
+  struct partition {
+    std::uint32_t id = 0;
+    fs::path dir;
+    mutable std::mutex mutex;            // segments and their metadata
+    std::deque<std::shared_ptr<segment>> segments;
+    std::mutex queue_mutex;              // pending appends
+    std::condition_variable queue_cv;
+    std::vector<pending_append> queue;
+    bool stopping = false;
+    std::thread writer;
+    std::int64_t last_ms = 0;            // newest enqueued time (guarded by mutex)
+  };
+
+  log_options options;
+  std::vector<std::unique_ptr<partition>> parts;
+  std::mutex listener_mutex;
+  durable_listener listener;
+
+  result<void> load(partition& p) {
+    std::error_code ec;
+    fs::create_directories(p.dir, ec);
+    if (ec) return make_error(errc::server_error, "event log: cannot create " + p.dir.string() + ": " + ec.message());
+    std::vector<fs::path> files;
+    for (const auto& entry : fs::directory_iterator(p.dir, ec)) {
+      if (entry.path().extension() == ".seg") files.push_back(entry.path());
+    }
+    if (ec) return make_error(errc::server_error, "event log: cannot list " + p.dir.string() + ": " + ec.message());
+    std::sort(files.begin(), files.end());
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      auto seg = load_segment(files[i], i + 1 == files.size());
+      if (!seg) return seg.error();
+      p.segments.push_back(std::move(*seg));
+    }
+    if (p.segments.empty()) {
+      auto seg = create_segment(p.dir, 0, 0);
+      if (!seg) return seg.error();
+      p.segments.push_back(std::move(*seg));
+    }
+    for (const auto& s : p.segments) p.last_ms = std::max(p.last_ms, s->last_ms);
+    return {};
+  }
+
+  void run_writer(partition& p) {
+    std::vector<pending_append> batch;
+    std::string buf;
+    std::vector<index_entry> new_index;
+    for (;;) {
+      {
+        std::unique_lock lock(p.queue_mutex);
+        p.queue_cv.wait(lock, [&] { return p.stopping || !p.queue.empty(); });
+        if (p.queue.empty()) return;  // stopping and drained
+        batch.swap(p.queue);
+      }
+      commit(p, batch, buf, new_index);
+      batch.clear();
+    }
+  }
+
+  void commit(partition& p, std::vector<pending_append>& batch, std::string& buf, std::vector<index_entry>& new_index) {
+    std::shared_ptr<segment> seg;
+    {
+      std::scoped_lock lock(p.mutex);
+      seg = p.segments.back();
+    }
+    // Roll to a new segment when this one is full (the writer is the only one that changes the
+    // segment list's tail, so no lock is held across the file operations).
+    if (seg->size >= options.segment_bytes && seg->count > 0) {
+      auto next = create_segment(p.dir, seg->end_sequence(), seg->end_offset());
+      if (!next) {
+        fail_all(batch, next.error());
+        return;
+      }
+      seg = *next;
+      std::scoped_lock lock(p.mutex);
+      p.segments.push_back(seg);
+    }
+    buf.clear();
+    new_index.clear();
+    std::int64_t seq = seg->end_sequence();
+    std::int64_t count = seg->count;
+    std::uint64_t pos = seg->size;
+    std::uint64_t last_pos = seg->last_pos;
+    const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch()).count();
+    const std::int64_t ms = std::max(now_ms, p.last_ms);
+    std::vector<log_position> positions;
+    positions.reserve(batch.size());
+    for (const auto& a : batch) {
+      const std::size_t start = buf.size();
+      buf.resize(start + record_overhead + a.data.size());
+      char* r = buf.data() + start;
+      put_u32(r, static_cast<std::uint32_t>(a.data.size()));
+      put_i64(r + 8, seq);
+      put_i64(r + 16, ms);
+      std::memcpy(r + record_overhead, a.data.data(), a.data.size());
+      put_u32(r + 4, crc_of(r + 8, 16 + a.data.size()));
+      if (count % index_every == 0) new_index.push_back({seq, pos, ms});
+      positions.push_back({seq, seg->offset_at(pos), ms});
+      last_pos = pos;
+      pos += record_overhead + a.data.size();
+      ++seq;
+      ++count;
+    }
+    if (!write_all(seg->fd, buf.data(), buf.size()) || (options.sync && ::fdatasync(seg->fd) != 0)) {
+      auto err = io_error("cannot write", seg->path.string());
+      log::get("storage")->error("{}", err.message);
+      // Cut the partial batch so the file stays a clean sequence of records.
+      if (::ftruncate(seg->fd, static_cast<off_t>(seg->size)) == 0) {
+        ::lseek(seg->fd, static_cast<off_t>(seg->size), SEEK_SET);
+      }
+      fail_all(batch, err);
+      return;
+    }
+    const std::int64_t last_seq = seq - 1;
+    {
+      std::scoped_lock lock(p.mutex);
+      if (seg->count == 0) seg->first_ms = ms;
+      seg->last_ms = ms;
+      seg->last_pos = last_pos;
+      seg->count = count;
+      seg->size = pos;
+      seg->index.insert(seg->index.end(), new_index.begin(), new_index.end());
+      p.last_ms = ms;
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].done) batch[i].done(positions[i]);
+    }
+    std::scoped_lock lock(listener_mutex);
+    if (listener) listener(p.id, last_seq);
+  }
+
+  static void fail_all(std::vector<pending_append>& batch, const error& e) {
+    for (auto& a : batch) {
+      if (a.done) a.done(e);
+    }
+  }
+
+  // Copy of the segment list, so reads run without the lock.
+  std::vector<std::shared_ptr<segment>> snapshot(const partition& p) const {
+    std::scoped_lock lock(p.mutex);
+    return {p.segments.begin(), p.segments.end()};
+  }
+};
+
+event_log::event_log(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+event_log::~event_log() { close(); }
+
+result<std::unique_ptr<event_log>> event_log::open(const log_options& options) {
+  if (options.partitions == 0 || options.partitions > 128) {
+    return make_error(errc::argument_invalid, "event log: partitions must be between 1 and 128");
+  }
+  auto im = std::make_unique<impl>();
+  im->options = options;
+  for (std::uint32_t i = 0; i < options.partitions; ++i) {
+    auto p = std::make_unique<impl::partition>();
+    p->id = i;
+    p->dir = fs::path(options.dir) / ("p" + std::to_string(i));
+    if (auto r = im->load(*p); !r) return r.error();
+    im->parts.push_back(std::move(p));
+  }
+  auto* raw = im.get();
+  for (auto& p : raw->parts) {
+    auto* part = p.get();
+    part->writer = std::thread([raw, part] { raw->run_writer(*part); });
+  }
+  return std::unique_ptr<event_log>(new event_log(std::move(im)));
+}
+
+std::uint32_t event_log::partitions() const noexcept { return static_cast<std::uint32_t>(impl_->parts.size()); }
+
+void event_log::append(std::uint32_t partition, std::string data, append_callback done) {
+  if (partition >= impl_->parts.size()) {
+    if (done) done(make_error(errc::argument_invalid, "event log: no such partition"));
+    return;
+  }
+  if (data.size() > impl_->options.max_record_bytes) {
+    if (done) done(make_error(errc::message_too_large, "event log: record larger than allowed"));
+    return;
+  }
+  auto& p = *impl_->parts[partition];
+  {
+    std::scoped_lock lock(p.queue_mutex);
+    if (p.stopping) {
+      if (done) done(make_error(errc::service_unavailable, "event log: closed"));
+      return;
+    }
+    p.queue.push_back({std::move(data), std::move(done)});
+  }
+  p.queue_cv.notify_one();
+}
+
+result<std::vector<log_record>> event_log::read(std::uint32_t partition, std::int64_t from_sequence,
+                                                std::size_t max_records, std::size_t max_bytes) const {
+  std::vector<log_record> out;
+  if (partition >= impl_->parts.size()) return make_error(errc::argument_invalid, "event log: no such partition");
+  const auto& p = *impl_->parts[partition];
+  std::vector<std::shared_ptr<segment>> segs;
+  std::vector<std::pair<std::int64_t, std::int64_t>> limits;  // (end sequence, size) per segment, consistent
+  std::uint64_t start_pos = header_bytes;
+  {
+    std::scoped_lock lock(p.mutex);
+    for (const auto& s : p.segments) {
+      if (s->end_sequence() <= from_sequence) continue;
+      segs.push_back(s);
+      limits.emplace_back(s->end_sequence(), static_cast<std::int64_t>(s->size));
+      if (segs.size() == 1) {
+        // Start at the last index entry at or before from_sequence.
+        auto it = std::upper_bound(s->index.begin(), s->index.end(), from_sequence,
+                                   [](std::int64_t v, const index_entry& e) { return v < e.sequence; });
+        if (it != s->index.begin()) start_pos = std::prev(it)->pos;
+      }
+    }
+  }
+  std::size_t bytes = 0;
+  char head[record_overhead];
+  for (std::size_t i = 0; i < segs.size() && out.size() < max_records; ++i) {
+    const auto& s = segs[i];
+    std::uint64_t pos = i == 0 ? start_pos : header_bytes;
+    const auto end = static_cast<std::uint64_t>(limits[i].second);
+    while (pos + record_overhead <= end && out.size() < max_records) {
+      if (!pread_all(s->fd, head, record_overhead, static_cast<off_t>(pos))) {
+        return make_error(errc::server_error, "event log: read failed in " + s->path.string());
+      }
+      const std::uint32_t len = get_u32(head);
+      const std::int64_t seq = get_i64(head + 8);
+      if (seq >= from_sequence) {
+        if (!out.empty() && bytes + len > max_bytes) return out;
+        log_record rec;
+        rec.sequence = seq;
+        rec.offset = s->offset_at(pos);
+        rec.enqueued_ms = get_i64(head + 16);
+        rec.data.resize(len);
+        if (!pread_all(s->fd, rec.data.data(), len, static_cast<off_t>(pos + record_overhead))) {
+          return make_error(errc::server_error, "event log: read failed in " + s->path.string());
+        }
+        bytes += len;
+        out.push_back(std::move(rec));
+      }
+      pos += record_overhead + len;
+    }
+  }
+  return out;
+}
+
+partition_stats event_log::stats(std::uint32_t partition) const {
+  partition_stats st;
+  if (partition >= impl_->parts.size()) return st;
+  const auto& p = *impl_->parts[partition];
+  std::scoped_lock lock(p.mutex);
+  const auto& first = p.segments.front();
+  const auto& last = p.segments.back();
+  st.begin_sequence = first->base_sequence;
+  st.empty = last->end_sequence() == first->base_sequence;
+  st.last_sequence = last->end_sequence() - 1;
+  // The newest segment is empty right after a roll: the newest record is in the one before.
+  const segment* newest = last->count > 0 ? last.get() : nullptr;
+  if (newest == nullptr && p.segments.size() > 1) newest = p.segments[p.segments.size() - 2].get();
+  if (newest != nullptr && newest->count > 0) {
+    st.last_enqueued_ms = newest->last_ms;
+    st.last_offset = newest->offset_at(newest->last_pos);
+  }
+  return st;
+}
+
+namespace {
+// Walks a segment's records from an index entry until pred(offset, ms) holds; returns that
+// record's sequence, or nullopt past the end.
+template <class Pred>
+std::optional<std::int64_t> walk(const segment& s, std::uint64_t from_pos, std::uint64_t end, Pred pred) {
+  char head[record_overhead];
+  for (std::uint64_t pos = from_pos; pos + record_overhead <= end;) {
+    if (!pread_all(s.fd, head, record_overhead, static_cast<off_t>(pos))) return std::nullopt;
+    if (pred(s.offset_at(pos), get_i64(head + 16))) return get_i64(head + 8);
+    pos += record_overhead + get_u32(head);
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+namespace {
+// The first record of a partition for which pred(offset, ms) holds, given that pred is
+// monotonic along the log. Uses each segment's newest record and sparse index to skip, then
+// walks at most index_every records.
+template <class Pred>
+std::int64_t find_first(const event_log::impl& im, std::uint32_t partition, Pred pred);
+}  // namespace
+
+std::int64_t event_log::sequence_after_offset(std::uint32_t partition, std::int64_t offset, bool inclusive) const {
+  return find_first(*impl_, partition, [&](std::int64_t rec_offset, std::int64_t) {
+    return inclusive ? rec_offset >= offset : rec_offset > offset;
+  });
+}
+
+std::int64_t event_log::sequence_at_time(std::uint32_t partition, std::int64_t ms, bool inclusive) const {
+  return find_first(*impl_, partition,
+                    [&](std::int64_t, std::int64_t rec_ms) { return inclusive ? rec_ms >= ms : rec_ms > ms; });
+}
+
+namespace {
+template <class Pred>
+std::int64_t find_first(const event_log::impl& im, std::uint32_t partition, Pred pred) {
+  const auto& p = *im.parts.at(partition);
+  const auto segs = im.snapshot(p);
+  for (const auto& s : segs) {
+    std::uint64_t from = header_bytes;
+    std::uint64_t end = 0;
+    {
+      std::scoped_lock lock(p.mutex);
+      if (s->count == 0 || !pred(s->offset_at(s->last_pos), s->last_ms)) continue;
+      // Start from the last index entry that does not qualify yet.
+      auto it = std::partition_point(s->index.begin(), s->index.end(),
+                                     [&](const index_entry& e) { return !pred(s->offset_at(e.pos), e.ms); });
+      if (it != s->index.begin()) from = std::prev(it)->pos;
+      end = s->size;
+    }
+    char head[record_overhead];
+    for (std::uint64_t pos = from; pos + record_overhead <= end;) {
+      if (!pread_all(s->fd, head, record_overhead, static_cast<off_t>(pos))) break;
+      if (pred(s->offset_at(pos), get_i64(head + 16))) return get_i64(head + 8);
+      pos += record_overhead + get_u32(head);
+    }
+  }
+  std::scoped_lock lock(p.mutex);
+  return p.segments.back()->end_sequence();
+}
+}  // namespace
+
+void event_log::set_durable_listener(durable_listener listener) {
+  std::scoped_lock lock(impl_->listener_mutex);
+  impl_->listener = std::move(listener);
+}
+
+std::size_t event_log::enforce_retention(std::int64_t now_ms) {
+  const std::int64_t cutoff = now_ms - impl_->options.retention.count();
+  std::size_t deleted = 0;
+  for (auto& p : impl_->parts) {
+    std::vector<std::shared_ptr<segment>> doomed;
+    {
+      std::scoped_lock lock(p->mutex);
+      // Never the newest segment: it carries the next sequence number across restarts.
+      while (p->segments.size() > 1 && p->segments.front()->count > 0 && p->segments.front()->last_ms < cutoff) {
+        doomed.push_back(p->segments.front());
+        p->segments.pop_front();
+      }
+    }
+    for (const auto& s : doomed) {
+      std::error_code ec;
+      fs::remove(s->path, ec);
+      if (ec) log::get("storage")->warn("event log: cannot delete {}: {}", s->path.string(), ec.message());
+      ++deleted;
+    }
+    if (!doomed.empty()) sync_dir(p->dir);
+  }
+  return deleted;
+}
+
+void event_log::close() {
+  if (!impl_) return;
+  for (auto& p : impl_->parts) {
+    {
+      std::scoped_lock lock(p->queue_mutex);
+      p->stopping = true;
+    }
+    p->queue_cv.notify_all();
+  }
+  for (auto& p : impl_->parts) {
+    if (p->writer.joinable()) p->writer.join();
+  }
+}
+
+}  // namespace hub::storage
