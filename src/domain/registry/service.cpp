@@ -20,9 +20,17 @@ std::string module_key(std::string_view device_id, std::string_view module_id) {
 std::string modules_prefix(std::string_view device_id) { return fmt::format("m/{}/", device_id); }
 constexpr std::string_view devices_prefix = "d/";
 
-// An etag is base64 of the record's version number in decimal ("MQ==" for version 1), the shape
-// IoT Hub's own etags have. It changes on every write of the record.
+// An etag is base64 of the record's version number in decimal, the shape IoT Hub's own etags
+// have. It changes on every write of the record. A new record starts at a random version, so an
+// etag kept from a deleted device never matches the device re-created under the same id.
 std::string etag_for(std::int64_t version) { return crypto::base64_encode(std::to_string(version)); }
+
+std::string first_etag() {
+  const auto r = crypto::random_bytes(6);
+  std::int64_t version = 0;
+  for (unsigned char c : r) version = (version << 8) | c;
+  return etag_for(version + 1);
+}
 
 std::string next_etag(std::string_view etag) {
   const auto text = crypto::base64_decode(etag);
@@ -168,7 +176,7 @@ result<device> service::create_device(device d) {
     return make_error(errc::device_already_exists,
                       fmt::format("A device with ID '{}' is already registered.", d.device_id));
   }
-  reset_runtime(d, etag_for(1));
+  reset_runtime(d, first_etag());
   d.status_updated = {};
   fill_keys(d.auth, nullptr);
   if (d.iot_edge) d.device_scope = edge_scope(d);
@@ -316,7 +324,7 @@ result<module> service::create_module(module m) {
                       fmt::format("A module with ID '{}' is already registered on device '{}'.", m.module_id,
                                   m.device_id));
   }
-  reset_runtime(m, etag_for(1));
+  reset_runtime(m, first_etag());
   fill_keys(m.auth, nullptr);
   if (auto w = put_record(kv_, module_key(m.device_id, m.module_id), encode(m)); !w) return w.error();
   return m;
