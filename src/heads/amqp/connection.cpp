@@ -1,0 +1,306 @@
+#include "heads/amqp/connection.hpp"
+
+#include "heads/amqp/messages.hpp"
+
+#include <algorithm>
+#include <limits>
+
+namespace hub::amqp_head {
+namespace {
+
+template <class... F>
+struct overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+overloaded(F...) -> overloaded<F...>;
+
+proton::error_condition condition_for(const error& e) {
+  return amqp::condition(std::string(condition_name(e.code)), e.message);
+}
+
+std::string identity_text(const std::string& device_id, const std::string& module_id) {
+  return module_id.empty() ? "device '" + device_id + "'" : "module '" + module_id + "' of device '" + device_id + "'";
+}
+
+}  // namespace
+
+connection::connection(const connection_options& opts, const clock& clk, std::shared_ptr<spdlog::logger> log,
+                       std::string log_id)
+    : opts_(opts),
+      clock_(clk),
+      log_(std::move(log)),
+      log_id_(std::move(log_id)),
+      driver_(amqp::role::server, opts.driver) {}
+
+void connection::recv(std::span<const char> in, std::vector<work>& out) {
+  driver_.recv(in, events_);
+  handle(events_, out);
+}
+
+void connection::read_closed(std::vector<work>& out) {
+  driver_.read_closed(events_);
+  handle(events_, out);
+}
+
+void connection::write_failed(std::vector<work>& out) {
+  driver_.write_closed(events_);
+  handle(events_, out);
+}
+
+std::optional<std::chrono::milliseconds> connection::tick(std::chrono::milliseconds now, std::vector<work>& out) {
+  std::optional<std::chrono::milliseconds> next = driver_.tick(now, events_);
+  expire_grants();
+  driver_.poll(events_);
+  handle(events_, out);
+  if (grants_.empty()) return next;
+  // Wake up when the next token expires, to end what it authorised.
+  std::int64_t earliest = std::numeric_limits<std::int64_t>::max();
+  for (const auto& [name, g] : grants_) earliest = std::min(earliest, g.expiry);
+  const std::int64_t wait_s = std::max<std::int64_t>(earliest - clock_.now_seconds(), 1);
+  const auto at = now + std::chrono::milliseconds(std::min<std::int64_t>(wait_s, 24 * 3600) * 1000);
+  return next ? std::min(*next, at) : at;
+}
+
+void connection::close(const std::string& reason, std::vector<work>& out) {
+  driver_.close(amqp::condition("amqp:connection:forced", reason));
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out) {
+  // Acting on an event (accepting a link, settling) can cause more; a few rounds settle it.
+  for (int round = 0; round < 16 && !events.empty(); ++round) {
+    std::vector<amqp::event> batch;
+    batch.swap(events);
+    for (amqp::event& ev : batch) {
+      std::visit(overloaded{
+                     [&](amqp::connection_opened& e) {
+                       log_->debug("{}: AMQP open, hostname '{}', SASL {}", log_id_, e.hostname,
+                                   e.sasl_mechanism.empty() ? "none" : e.sasl_mechanism);
+                     },
+                     [&](amqp::link_requested& e) { on_link_requested(e); },
+                     [&](amqp::link_opened&) {},
+                     [&](amqp::link_closed& e) {
+                       links_.erase(e.link);
+                       if (e.error) log_->debug("{}: link closed: {}", log_id_, e.error.what());
+                     },
+                     [&](amqp::message_received& e) { on_message(e, out); },
+                     [&](amqp::credit_available& e) { flush_replies(e.link); },
+                     [&](amqp::delivery_updated&) {},
+                     [&](amqp::connection_closed& e) {
+                       if (e.error) {
+                         log_->info("{}: closed by the client: {}", log_id_, e.error.what());
+                       } else {
+                         log_->debug("{}: closed by the client", log_id_);
+                       }
+                     },
+                     [&](amqp::transport_closed& e) {
+                       if (e.error) log_->info("{}: AMQP transport closed: {}", log_id_, e.error.what());
+                     },
+                 },
+                 ev);
+    }
+    driver_.poll(events);
+  }
+}
+
+void connection::on_link_requested(amqp::link_requested& e) {
+  const std::string& address = e.we_receive ? e.target : e.source;
+  const link_address addr = parse_link_address(address);
+  if (addr.what == link_address::kind::cbs) {
+    link_state s;
+    s.kind = e.we_receive ? link_kind::cbs_requests : link_kind::cbs_replies;
+    s.name = e.name;
+    s.target = e.target;
+    links_.emplace(e.link, std::move(s));
+    driver_.accept_link(e.link, e.we_receive ? opts_.cbs_credit : 0);
+    return;
+  }
+  if (addr.what == link_address::kind::telemetry && e.we_receive) {
+    const std::string* aud = grant_for(addr.device_id, addr.module_id);
+    if (aud == nullptr) {
+      log_->info("{}: telemetry link for {} refused: no valid token for it", log_id_,
+                 identity_text(addr.device_id, addr.module_id));
+      driver_.refuse_link(e.link, amqp::condition("amqp:unauthorized-access",
+                                                  "No valid SAS token for " + identity_text(addr.device_id, addr.module_id) +
+                                                      " was put on this connection ($cbs)"));
+      return;
+    }
+    const grant& g = grants_.at(*aud);
+    link_state s;
+    s.kind = link_kind::telemetry;
+    s.name = e.name;
+    s.audience = *aud;
+    s.identity_kind = g.who;
+    s.device_id = addr.device_id;
+    s.module_id = addr.module_id;
+    links_.emplace(e.link, std::move(s));
+    log_->debug("{}: telemetry link for {} attached", log_id_, identity_text(addr.device_id, addr.module_id));
+    driver_.accept_link(e.link, opts_.telemetry_credit);
+    return;
+  }
+  const bool known = addr.what != link_address::kind::unknown;
+  log_->info("{}: link to '{}' refused: {}", log_id_, address, known ? "not served yet" : "unknown address");
+  driver_.refuse_link(e.link, known ? amqp::condition("amqp:not-implemented", "The link '" + address + "' is not served yet")
+                                    : amqp::condition("amqp:not-found", "No node at '" + address + "'"));
+}
+
+void connection::on_message(amqp::message_received& e, std::vector<work>& out) {
+  auto it = links_.find(e.link);
+  if (it == links_.end() || it->second.kind == link_kind::cbs_replies) {
+    driver_.settle(e.delivery, amqp::outcome::rejected, amqp::condition("amqp:not-allowed", "Unexpected message"));
+    return;
+  }
+  if (it->second.kind == link_kind::cbs_requests) {
+    on_cbs_request(e, out);
+    return;
+  }
+  on_telemetry(it->second, e, out);
+}
+
+void connection::on_cbs_request(amqp::message_received& e, std::vector<work>& out) {
+  // The request itself is always accepted; its outcome travels in the reply.
+  driver_.settle(e.delivery, amqp::outcome::accepted);
+  cbs_request r = read_cbs_request(e.message);
+  if (auto ok = check_put_token(r); !ok) {
+    log_->info("{}: CBS request refused: {}", log_id_, ok.error().message);
+    driver_.grant(e.link, 1);
+    reply(e.link, r.reply_to, cbs_reply(r.id, 400, ok.error().message));
+    return;
+  }
+  const std::uint64_t ticket = ++next_ticket_;
+  tokens_.emplace(ticket, pending_token{r.id, r.reply_to, r.name, e.link});
+  // Credit comes back when the check is answered, so a client cannot queue unbounded checks.
+  out.push_back(check_token_work{ticket, parse_audience(r.name), std::move(r.token)});
+}
+
+void connection::token_checked(std::uint64_t ticket, result<grant> r, std::vector<work>& out) {
+  auto it = tokens_.find(ticket);
+  if (it == tokens_.end()) return;
+  pending_token p = std::move(it->second);
+  tokens_.erase(it);
+  driver_.grant(p.request_link, 1);
+  if (!r) {
+    // The reason goes to the log and to the client; the token itself never does.
+    log_->info("{}: put-token for '{}' refused: {}", log_id_, p.audience, r.error().message);
+    reply(p.request_link, p.reply_to, cbs_reply(p.request_id, 401, r.error().message));
+  } else {
+    log_->debug("{}: put-token for '{}' accepted", log_id_, p.audience);
+    grants_[p.audience] = std::move(*r);
+    reply(p.request_link, p.reply_to, cbs_reply(p.request_id, 200, "OK"));
+  }
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::reply(amqp::link_id request_link, const std::string& reply_to, proton::message m) {
+  // The reply goes on the $cbs link the request names in reply-to (the device SDK's target
+  // "cbs", the Event Hubs client's link name "cbs-<uuid>"); failing that, the newest one.
+  amqp::link_id chosen = 0;
+  amqp::link_id fallback = 0;
+  for (const auto& [id, s] : links_) {
+    if (s.kind != link_kind::cbs_replies) continue;
+    fallback = std::max(fallback, id);
+    if (!reply_to.empty() && (s.name == reply_to || s.target == reply_to)) chosen = std::max(chosen, id);
+  }
+  if (chosen == 0) chosen = fallback;
+  if (chosen == 0) {
+    log_->info("{}: CBS reply dropped: the client attached no $cbs receiver", log_id_);
+    return;
+  }
+  if (!reply_to.empty()) m.to(reply_to);
+  link_state& s = links_.at(chosen);
+  if (s.replies.size() >= opts_.max_pending_replies) {
+    log_->info("{}: the client does not read its CBS replies; closing", log_id_);
+    driver_.close(amqp::condition("amqp:resource-limit-exceeded", "Too many unread CBS replies"));
+    return;
+  }
+  s.replies.push_back(std::move(m));
+  flush_replies(chosen);
+}
+
+void connection::flush_replies(amqp::link_id link) {
+  auto it = links_.find(link);
+  if (it == links_.end()) return;
+  auto& q = it->second.replies;
+  while (!q.empty() && driver_.credit(link) > 0) {
+    if (!driver_.send(link, q.front())) break;
+    q.pop_front();
+  }
+}
+
+void connection::on_telemetry(const link_state& link, amqp::message_received& e, std::vector<work>& out) {
+  const auto g = grants_.find(link.audience);
+  if (g == grants_.end()) {
+    // The grant expired and the link is closing: the message cannot be accepted any more.
+    driver_.settle(e.delivery, amqp::outcome::rejected,
+                   amqp::condition("amqp:unauthorized-access", "The SAS token for this link has expired"));
+    return;
+  }
+  auto m = to_telemetry(e.message);
+  if (!m) {
+    log_->info("{}: telemetry from {} rejected: {}", log_id_, identity_text(link.device_id, link.module_id),
+               m.error().message);
+    driver_.settle(e.delivery, amqp::outcome::rejected, condition_for(m.error()));
+    driver_.grant(e.link, 1);
+    return;
+  }
+  // Stamped by the hub, never taken from the device.
+  m->device_id = link.device_id;
+  m->module_id = link.module_id;
+  m->generation_id = g->second.generation_id;
+  m->auth = g->second.auth;
+  const std::uint64_t ticket = ++next_ticket_;
+  appends_.emplace(ticket, pending_append{e.link, e.delivery});
+  out.push_back(append_telemetry_work{ticket, std::move(*m)});
+}
+
+void connection::telemetry_appended(std::uint64_t ticket, result<void> r, std::vector<work>& out) {
+  auto it = appends_.find(ticket);
+  if (it == appends_.end()) return;
+  const pending_append p = it->second;
+  appends_.erase(it);
+  if (r) {
+    driver_.settle(p.delivery, amqp::outcome::accepted);
+  } else {
+    driver_.settle(p.delivery, amqp::outcome::rejected, condition_for(r.error()));
+  }
+  driver_.grant(p.link, 1);  // ignored when the link has gone
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::expire_grants() {
+  const std::int64_t now = clock_.now_seconds();
+  for (auto g = grants_.begin(); g != grants_.end();) {
+    if (g->second.expiry > now) {
+      ++g;
+      continue;
+    }
+    log_->info("{}: the SAS token for '{}' expired; closing the links it authorised", log_id_, g->first);
+    for (auto l = links_.begin(); l != links_.end();) {
+      if (l->second.kind == link_kind::telemetry && l->second.audience == g->first) {
+        driver_.close_link(l->first, amqp::condition("amqp:unauthorized-access", "The SAS token for this link has expired"));
+        l = links_.erase(l);
+      } else {
+        ++l;
+      }
+    }
+    g = grants_.erase(g);
+  }
+}
+
+const std::string* connection::grant_for(const std::string& device_id, const std::string& module_id) const {
+  const std::int64_t now = clock_.now_seconds();
+  for (const auto& [name, g] : grants_) {
+    if (g.expiry <= now) continue;
+    const bool match = module_id.empty() ? g.who == grant::kind::device && g.device_id == device_id
+                                         : g.who == grant::kind::module && g.device_id == device_id &&
+                                               g.module_id == module_id;
+    if (match) return &name;
+  }
+  return nullptr;
+}
+
+}  // namespace hub::amqp_head

@@ -1,0 +1,130 @@
+#pragma once
+// One AMQP connection as IoT Hub serves it, without sockets: the codec's driver plus IoT Hub's
+// meaning of links and messages. CBS ($cbs put-token) grants per audience; device telemetry
+// links (/devices/<d>[/modules/<m>]/messages/events) authorised by those grants; each message
+// appended durably before it is accepted.
+//
+// The connection decides; its session executes. Calls take bytes, time and the answers to the
+// work the connection asked for, and append new work to `out`:
+//   check_token       -> run check_token() (blocking: on the pool), then token_checked()
+//   append_telemetry  -> telemetry::service::send(), then telemetry_appended() once durable
+// Every call, and every answer, happens on the connection's thread; the session carries answers
+// back there. Lifecycle: one per accepted AMQP connection, owned by its session.
+#include "base/clock.hpp"
+#include "codec/amqp/driver.hpp"
+#include "domain/telemetry/message.hpp"
+#include "heads/amqp/addresses.hpp"
+#include "heads/amqp/grants.hpp"
+
+#include <proton/message_id.hpp>
+
+#include <spdlog/logger.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+namespace hub::amqp_head {
+
+struct check_token_work {
+  std::uint64_t ticket = 0;
+  audience aud;
+  std::string token;
+};
+struct append_telemetry_work {
+  std::uint64_t ticket = 0;
+  telemetry::message message;
+};
+using work = std::variant<check_token_work, append_telemetry_work>;
+
+struct connection_options {
+  amqp::driver_options driver;
+  // Telemetry messages in flight per link (received, not yet durable): the link's credit.
+  std::uint32_t telemetry_credit = 100;
+  // Credit on the $cbs request link: put-tokens are rare (one per identity and renewal).
+  std::uint32_t cbs_credit = 10;
+  // Replies waiting for credit on a CBS reply link; beyond this the connection is closed.
+  std::size_t max_pending_replies = 100;
+};
+
+class connection {
+ public:
+  // `log_id` prefixes log lines ("connection 7"); the logger must outlive the connection.
+  connection(const connection_options& opts, const clock& clk, std::shared_ptr<spdlog::logger> log, std::string log_id);
+
+  void recv(std::span<const char> in, std::vector<work>& out);
+  void read_closed(std::vector<work>& out);
+  void write_failed(std::vector<work>& out);
+  // `now`: a monotonic clock in ms. Runs Proton's timers and ends grants whose token expired
+  // (closing the links they authorised). Returns when to call again, if ever.
+  std::optional<std::chrono::milliseconds> tick(std::chrono::milliseconds now, std::vector<work>& out);
+
+  void token_checked(std::uint64_t ticket, result<grant> r, std::vector<work>& out);
+  void telemetry_appended(std::uint64_t ticket, result<void> r, std::vector<work>& out);
+
+  // Closes the connection with amqp:connection:forced (shutdown, replaced by another...).
+  void close(const std::string& reason, std::vector<work>& out);
+
+  std::string take_output() { return driver_.take_output(); }
+  bool has_output() const { return driver_.has_output(); }
+  bool finished() const { return driver_.finished(); }
+
+  std::size_t grants() const { return grants_.size(); }
+  std::size_t telemetry_in_flight() const { return appends_.size(); }
+
+ private:
+  enum class link_kind { cbs_requests, cbs_replies, telemetry };
+  struct link_state {
+    link_kind kind = link_kind::telemetry;
+    std::string name;
+    std::string target;             // cbs_replies: the reply-to a request may name
+    std::string audience;           // telemetry: the grant that authorised it
+    grant::kind identity_kind = grant::kind::device;
+    std::string device_id;
+    std::string module_id;
+    std::deque<proton::message> replies;  // cbs_replies waiting for credit
+  };
+  struct pending_token {
+    proton::message_id request_id;
+    std::string reply_to;
+    std::string audience;
+    amqp::link_id request_link = 0;
+  };
+  struct pending_append {
+    amqp::link_id link = 0;
+    amqp::delivery_id delivery = 0;
+  };
+
+  void handle(std::vector<amqp::event>& events, std::vector<work>& out);
+  void on_link_requested(amqp::link_requested& e);
+  void on_message(amqp::message_received& e, std::vector<work>& out);
+  void on_cbs_request(amqp::message_received& e, std::vector<work>& out);
+  void on_telemetry(const link_state& link, amqp::message_received& e, std::vector<work>& out);
+  void reply(amqp::link_id request_link, const std::string& reply_to, proton::message m);
+  void flush_replies(amqp::link_id link);
+  void expire_grants();
+  // The live grant that lets `device_id`/`module_id` attach a device link, by its audience.
+  const std::string* grant_for(const std::string& device_id, const std::string& module_id) const;
+
+  connection_options opts_;
+  const clock& clock_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::string log_id_;
+  amqp::driver driver_;
+  std::uint64_t next_ticket_ = 0;
+  std::map<std::string, grant> grants_;  // by audience, as the put-token named it
+  std::unordered_map<amqp::link_id, link_state> links_;
+  std::unordered_map<std::uint64_t, pending_token> tokens_;
+  std::unordered_map<std::uint64_t, pending_append> appends_;
+  std::vector<amqp::event> events_;  // scratch, reused
+};
+
+}  // namespace hub::amqp_head

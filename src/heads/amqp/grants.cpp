@@ -1,0 +1,49 @@
+#include "heads/amqp/grants.hpp"
+
+#include "domain/auth/service.hpp"
+#include "domain/registry/service.hpp"
+
+namespace hub::amqp_head {
+
+result<grant> check_token(const token_services& svc, const audience& aud, std::string_view token) {
+  switch (aud.what) {
+    case audience::kind::device:
+    case audience::kind::module: {
+      auto who = svc.auth.authenticate_device(token, aud.device_id, aud.module_id);
+      if (!who) return who.error();
+      grant g;
+      g.who = aud.what == audience::kind::module ? grant::kind::module : grant::kind::device;
+      g.device_id = who->device_id;
+      g.module_id = who->module_id;
+      g.rights = who->rights;
+      g.expiry = who->expiry;
+      // The generation id tells the identity's incarnations apart on its telemetry.
+      if (g.who == grant::kind::module) {
+        auto m = svc.registry.get_module(g.device_id, g.module_id);
+        if (!m) return m.error();
+        g.generation_id = m->generation_id;
+      } else {
+        auto d = svc.registry.get_device(g.device_id);
+        if (!d) return d.error();
+        g.generation_id = d->generation_id;
+      }
+      return g;
+    }
+    case audience::kind::hub: {
+      auto who = svc.auth.authorize(token, svc.auth.identity().host_name, auth::permission::service_connect);
+      if (!who) return who.error();
+      grant g;
+      g.who = grant::kind::hub;
+      g.rights = who->rights;
+      g.expiry = who->expiry;
+      g.auth = telemetry::auth_method::policy;
+      return g;
+    }
+    case audience::kind::event_hub:
+      return make_error(errc::unauthorized, "The Event Hubs-compatible endpoint is not served yet");
+    case audience::kind::invalid: break;
+  }
+  return make_error(errc::unauthorized, "The put-token audience is not a device, module or hub of this IoT hub");
+}
+
+}  // namespace hub::amqp_head

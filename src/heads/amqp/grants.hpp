@@ -1,0 +1,46 @@
+#pragma once
+// What a CBS put-token proves: a grant for its audience. The check calls the domain (auth,
+// registry) and blocks on storage, so the AMQP session runs it on the blocking pool.
+#include "base/error.hpp"
+#include "domain/auth/policies.hpp"
+#include "domain/telemetry/message.hpp"
+#include "heads/amqp/addresses.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace hub::auth {
+class service;
+}
+namespace hub::registry {
+class service;
+}
+
+namespace hub::amqp_head {
+
+struct grant {
+  enum class kind { device, module, hub };
+  kind who = kind::device;
+  std::string device_id;      // device and module grants
+  std::string module_id;      // module grants
+  std::string generation_id;  // of the device or module, stamped on its telemetry
+  telemetry::auth_method auth = telemetry::auth_method::sas;
+  auth::permissions rights = 0;
+  std::int64_t expiry = 0;    // seconds since the epoch: the grant (and what it authorised) ends then
+};
+
+struct token_services {
+  const auth::service& auth;
+  registry::service& registry;
+};
+
+// Checks `token` for `aud`:
+//  - device / module audiences: a device or module SAS token (its keys, or a policy with
+//    DeviceConnect), for an existing, enabled identity;
+//  - the hub itself: a policy token with ServiceConnect (the service SDK's Client);
+//  - Event Hubs audiences: not served yet (Unauthorized).
+// Unauthorized with a reason for the log (never the token) otherwise. Blocks on storage.
+result<grant> check_token(const token_services& svc, const audience& aud, std::string_view token);
+
+}  // namespace hub::amqp_head

@@ -1,0 +1,171 @@
+#include "heads/amqp/messages.hpp"
+
+#include "base/clock.hpp"
+
+#include <proton/annotation_key.hpp>
+#include <proton/binary.hpp>
+#include <proton/codec/vector.hpp>
+#include <proton/error.hpp>
+#include <proton/scalar.hpp>
+#include <proton/symbol.hpp>
+#include <proton/timestamp.hpp>
+#include <proton/types.hpp>
+#include <proton/uuid.hpp>
+
+#include <limits>
+#include <utility>
+#include <vector>
+
+namespace hub::amqp_head {
+namespace {
+
+// Proton's typed getters throw on a type mismatch, so every read checks the type first.
+template <class Scalar>  // proton::scalar or proton::message_id: each has its own get<T>()
+std::string scalar_text(const Scalar& s) {
+  switch (s.type()) {
+    case proton::STRING: return proton::get<std::string>(s);
+    case proton::SYMBOL: return proton::to_string(s);  // a message id is never a symbol
+    case proton::UUID: return proton::get<proton::uuid>(s).str();
+    case proton::BINARY: {
+      const auto b = proton::get<proton::binary>(s);
+      return std::string(b.begin(), b.end());
+    }
+    case proton::NULL_TYPE: return {};
+    default: return proton::to_string(s);
+  }
+}
+
+std::string value_text(const proton::value& v) {
+  switch (v.type()) {
+    case proton::STRING: return proton::get<std::string>(v);
+    case proton::SYMBOL: return proton::get<proton::symbol>(v);
+    case proton::BINARY: {
+      const auto b = proton::get<proton::binary>(v);
+      return std::string(b.begin(), b.end());
+    }
+    default: return {};
+  }
+}
+
+telemetry::value to_value(const proton::scalar& s) {
+  const proton::type_id t = s.type();
+  if (t == proton::NULL_TYPE) return std::monostate{};
+  if (t == proton::BOOLEAN) return proton::get<bool>(s);
+  if (t == proton::ULONG) {
+    const auto u = proton::get<std::uint64_t>(s);
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) return std::to_string(u);
+    return static_cast<std::int64_t>(u);
+  }
+  if (t == proton::TIMESTAMP) return static_cast<std::int64_t>(proton::get<proton::timestamp>(s).milliseconds());
+  if (proton::type_id_is_signed_int(t) || proton::type_id_is_unsigned_int(t)) return proton::coerce<std::int64_t>(s);
+  if (proton::type_id_is_floating_point(t)) return proton::coerce<double>(s);
+  return scalar_text(s);
+}
+
+std::string iso8601_ms(std::int64_t ms) {
+  return to_iso8601(sys_time{std::chrono::milliseconds(ms)});
+}
+
+std::optional<std::string> annotation(const proton::message& m, const char* key) {
+  const auto& ann = m.message_annotations();
+  const proton::annotation_key k{proton::symbol(key)};
+  if (!ann.exists(k)) return std::nullopt;
+  std::string text = value_text(ann.get(k));
+  if (text.empty()) return std::nullopt;
+  return text;
+}
+
+error bad_message(std::string why) { return make_error(errc::argument_invalid, std::move(why)); }
+
+}  // namespace
+
+std::string id_text(const proton::message_id& id) { return scalar_text(id); }
+
+cbs_request read_cbs_request(const proton::message& m) {
+  cbs_request r;
+  try {
+    r.id = m.id();
+    r.reply_to = m.reply_to();
+    const auto& props = m.properties();
+    const auto text_of = [&](const char* key) -> std::string {
+      if (!props.exists(key)) return {};
+      return scalar_text(props.get(key));
+    };
+    r.operation = text_of("operation");
+    r.type = text_of("type");
+    r.name = text_of("name");
+    r.token = value_text(m.body());
+  } catch (const proton::error&) {
+    // Properties that do not decode as a string-keyed map: check_put_token refuses the request.
+    r.operation.clear();
+  }
+  return r;
+}
+
+result<void> check_put_token(const cbs_request& r) {
+  if (r.operation != "put-token") return bad_message("Unsupported CBS operation '" + r.operation + "'");
+  if (r.type != "servicebus.windows.net:sastoken" && r.type != "azure-devices.net:sastoken")
+    return bad_message("Unsupported token type '" + r.type + "'");
+  if (r.name.empty()) return bad_message("The put-token request has no name");
+  if (r.token.empty()) return bad_message("The put-token request has no token");
+  return {};
+}
+
+proton::message cbs_reply(const proton::message_id& request_id, int status, const std::string& description) {
+  proton::message reply;
+  reply.correlation_id(request_id);
+  reply.properties().put("status-code", static_cast<std::int32_t>(status));
+  reply.properties().put("status-description", description);
+  return reply;
+}
+
+result<telemetry::message> to_telemetry(const proton::message& m) {
+  try {
+    telemetry::message out;
+    const proton::value& body = m.body();
+    switch (body.type()) {
+      case proton::BINARY: {
+        const auto b = proton::get<proton::binary>(body);
+        out.body.assign(b.begin(), b.end());
+        break;
+      }
+      case proton::STRING: out.body = proton::get<std::string>(body); break;
+      case proton::NULL_TYPE: break;
+      default: return bad_message("The message body must be a data section");
+    }
+
+    const auto set = [](std::optional<std::string>& field, std::string text) {
+      if (!text.empty()) field = std::move(text);
+    };
+    set(out.message_id, id_text(m.id()));
+    set(out.correlation_id, id_text(m.correlation_id()));
+    set(out.user_id, m.user());
+    set(out.to, m.to());
+    set(out.content_type, m.content_type());
+    set(out.content_encoding, m.content_encoding());
+    if (const auto ms = m.expiry_time().milliseconds(); ms > 0) out.expiry_time_utc = iso8601_ms(ms);
+    if (const auto ms = m.creation_time().milliseconds(); ms > 0) out.creation_time_utc = iso8601_ms(ms);
+
+    if (!m.properties().empty()) {
+      std::vector<std::pair<std::string, proton::scalar>> props;
+      proton::get(m.properties().value(), props);
+      for (auto& [key, v] : props) {
+        // IoT Hub's own names travel as application properties over AMQP.
+        if (key == "iothub-outputname") {
+          set(out.output_name, scalar_text(v));
+        } else if (key == "iothub-creation-time-utc") {
+          set(out.creation_time_utc, scalar_text(v));
+        } else {
+          out.properties.emplace_back(std::move(key), to_value(v));
+        }
+      }
+    }
+    out.interface_id = annotation(m, "iothub-interface-id");
+    out.component = annotation(m, "dt-subject");
+    return out;
+  } catch (const proton::error& e) {
+    return bad_message(std::string("The message does not decode: ") + e.what());
+  }
+}
+
+}  // namespace hub::amqp_head

@@ -1,0 +1,232 @@
+// The AMQP session over a transport: the one heavy (Asio) TU of the AMQP head. The decisions live
+// in light, unit-tested code (codec/amqp, connection.cpp, messages.cpp, grants.cpp); this file
+// moves bytes, runs the timer, and carries work to the blocking pool and answers back.
+//
+// Threads: everything here runs on the connection's executor (one io_context thread), which is
+// also the only thread that touches Proton. Token checks run on the blocking pool and telemetry
+// completions on the event log's writer thread; both post back, holding only a weak_ptr, so the
+// connection is always destroyed on its own thread.
+//
+// GCC 12 (see src/server/README.md): coroutines here take references from a caller that co_awaits
+// them, the spawned writer takes a shared_ptr by value, no capturing lambda is a coroutine, and no
+// co_await sits inside a condition.
+#include "heads/amqp/session.hpp"
+
+#include "domain/telemetry/service.hpp"
+#include "heads/amqp/grants.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <fmt/format.h>
+#include <spdlog/logger.h>
+
+#include <chrono>
+#include <exception>
+#include <vector>
+
+namespace hub::amqp_head {
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+
+template <class... F>
+struct overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+overloaded(F...) -> overloaded<F...>;
+
+constexpr std::size_t read_buffer_bytes = 16 * 1024;
+// After the reader ends, how long the writer may take to flush before the transport is closed.
+constexpr std::chrono::seconds flush_timeout{5};
+
+std::chrono::milliseconds now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch());
+}
+
+// One AMQP connection. Owned by shared_ptrs: the session coroutine's and the writer's. Work
+// handed to other threads holds a weak_ptr. The transport is used only while the session
+// coroutine runs.
+class live final : public std::enable_shared_from_this<live> {
+ public:
+  live(transport& t, const session_context& ctx, const connection_info& info, const asio::any_io_executor& ex)
+      : t_(t),
+        ctx_(ctx),
+        info_(info),
+        ex_(ex),
+        conn_(ctx.options, ctx.svc.clk, ctx.log, fmt::format("connection {}", info.id)),
+        wake_(ex),
+        done_(ex) {}
+
+  asio::awaitable<void> serve(std::string_view first_bytes);
+
+ private:
+  static asio::awaitable<void> write_loop(std::shared_ptr<live> self);
+  asio::awaitable<void> read_loop();
+
+  void run(std::vector<work>& items);
+  void kick() { wake_.cancel(); }
+
+  transport& t_;
+  const session_context& ctx_;
+  connection_info info_;
+  asio::any_io_executor ex_;
+  connection conn_;
+  asio::steady_timer wake_;  // the writer waits on it: new output, or the next timer deadline
+  asio::steady_timer done_;  // the session waits on it for the writer to finish
+  std::string out_;          // the bytes being written
+  bool read_ended_ = false;
+  bool closed_ = false;       // the transport is closed: nothing touches it any more
+  bool writer_done_ = false;
+};
+
+asio::awaitable<void> live::serve(std::string_view first_bytes) {
+  ctx_.log->debug("connection {} from {}: {} session", info_.id, info_.peer, info_.via);
+  {
+    std::vector<work> w;
+    conn_.recv({first_bytes.data(), first_bytes.size()}, w);
+    run(w);
+  }
+  asio::co_spawn(ex_, write_loop(shared_from_this()), [log = ctx_.log, id = info_.id](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log->error("connection {}: AMQP writer failed: {}", id, ex.what());
+    }
+  });
+  co_await read_loop();
+
+  // The writer flushes what is left (a close frame), then closes the transport.
+  kick();
+  const auto deadline = std::chrono::steady_clock::now() + flush_timeout;
+  while (!writer_done_) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      closed_ = true;
+      t_.close();  // a peer that does not read: the pending write fails, the writer ends
+      break;
+    }
+    done_.expires_at(deadline);
+    co_await done_.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  closed_ = true;
+  t_.close();
+  ctx_.log->debug("connection {} from {}: {} session ended", info_.id, info_.peer, info_.via);
+}
+
+asio::awaitable<void> live::read_loop() {
+  std::vector<char> buf(read_buffer_bytes);
+  for (;;) {
+    error_code ec;
+    const std::size_t n = co_await t_.read_some(asio::buffer(buf), ec);
+    if (closed_) co_return;  // the writer closed the transport
+    std::vector<work> w;
+    if (n > 0) conn_.recv({buf.data(), n}, w);
+    if (ec) {
+      conn_.read_closed(w);
+      read_ended_ = true;
+      run(w);
+      co_return;
+    }
+    run(w);
+    kick();
+    if (conn_.finished()) co_return;
+  }
+}
+
+asio::awaitable<void> live::write_loop(std::shared_ptr<live> self) {
+  live& s = *self;
+  while (!s.closed_) {
+    if (s.out_.empty()) s.out_ = s.conn_.take_output();
+    if (!s.out_.empty()) {
+      error_code ec;
+      co_await s.t_.write(asio::buffer(s.out_), ec);
+      s.out_.clear();
+      if (ec) {
+        std::vector<work> w;
+        s.conn_.write_failed(w);
+        s.run(w);
+        break;
+      }
+      continue;
+    }
+    if (s.conn_.finished()) break;
+    if (s.read_ended_) {
+      // The peer sent its last byte and we have said ours: nothing more can happen.
+      std::vector<work> w;
+      s.conn_.write_failed(w);
+      s.run(w);
+      break;
+    }
+    std::vector<work> w;
+    const std::optional<std::chrono::milliseconds> next = s.conn_.tick(now_ms(), w);
+    s.run(w);
+    if (s.conn_.has_output() || s.conn_.finished()) continue;
+    if (next) {
+      s.wake_.expires_at(std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(*next)));
+    } else {
+      s.wake_.expires_at(std::chrono::steady_clock::time_point::max());
+    }
+    co_await s.wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  s.closed_ = true;
+  s.t_.close();  // ends the reader's pending read
+  s.writer_done_ = true;
+  s.done_.cancel();
+}
+
+void live::run(std::vector<work>& items) {
+  for (work& item : items) {
+    std::visit(overloaded{
+                   [&](check_token_work& c) {
+                     // Blocks on storage: to the pool, and the answer back to this thread.
+                     asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, c = std::move(c)]() {
+                       result<grant> r = check_token(token_services{svc->auth, svc->registry}, c.aud, c.token);
+                       asio::post(ex, [self, ticket = c.ticket, r = std::move(r)]() mutable {
+                         auto s = self.lock();
+                         if (!s || s->closed_) return;
+                         std::vector<work> more;
+                         s->conn_.token_checked(ticket, std::move(r), more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
+                   },
+                   [&](append_telemetry_work& a) {
+                     // The completion runs on the event log's writer thread once the message is
+                     // durable (or at once, when the service refuses it).
+                     ctx_.svc.telemetry.send(a.message, [self = weak_from_this(), ex = ex_, ticket = a.ticket](
+                                                            result<storage::log_position> r) {
+                       result<void> outcome = r ? result<void>() : result<void>(r.error());
+                       asio::post(ex, [self, ticket, outcome = std::move(outcome)]() mutable {
+                         auto s = self.lock();
+                         if (!s || s->closed_) return;
+                         std::vector<work> more;
+                         s->conn_.telemetry_appended(ticket, std::move(outcome), more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
+                   },
+               },
+               item);
+  }
+  items.clear();
+}
+
+}  // namespace
+
+asio::awaitable<void> run_session(transport& t, std::string_view first_bytes, const session_context& ctx,
+                                  const connection_info& conn) {
+  auto ex = co_await asio::this_coro::executor;
+  auto c = std::make_shared<live>(t, ctx, conn, ex);
+  co_await c->serve(first_bytes);
+}
+
+}  // namespace hub::amqp_head
