@@ -2,6 +2,7 @@
 // without a running hubd), and manages devices over the same REST API the Azure service SDK uses.
 #include "base/json.hpp"
 #include "base/text.hpp"
+#include "cli/monitor_command.hpp"
 #include "cli/rest_client.hpp"
 #include "domain/auth/policies.hpp"
 #include "domain/auth/sas.hpp"
@@ -458,6 +459,8 @@ int run(int argc, char** argv) {
   auto* dcs = device->add_subcommand("connection-string", "Print a device's connection string (with its primary key)");
   dcs->add_option("id", dcs_id, "Device id")->required();
   dcs->callback([&] { action = [&] { return cmd_device_connection_string(g, dcs_id); }; });
+
+  add_monitor_command(app, g.data_dir, action);
 
   try {
     app.parse(argc, argv);

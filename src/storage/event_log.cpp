@@ -1,12 +1,13 @@
 #include "storage/event_log.hpp"
 
+#include "storage/segment_file.hpp"
+
 #include "base/log.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -24,50 +25,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Segment header: magic, base sequence, base offset, reserved.
-constexpr char magic[8] = {'H', 'U', 'B', 'L', 'O', 'G', '0', '1'};
-constexpr std::size_t header_bytes = 32;
-// Record: u32 data length, u32 CRC-32 of the rest, i64 sequence, i64 enqueued ms, data.
-constexpr std::size_t record_overhead = 4 + 4 + 8 + 8;
+// The file format (header, records, CRC) lives in segment_file.hpp, shared with the read-only
+// event_log_reader.
+using segment_file::get_i64;
+using segment_file::get_u32;
+using segment_file::header_bytes;
+using segment_file::pread_all;
+using segment_file::record_overhead;
 // One sparse index entry per this many records of a segment.
 constexpr std::int64_t index_every = 64;
 
-void put_u32(char* p, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
-}
-void put_i64(char* p, std::int64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * i));
-}
-std::uint32_t get_u32(const char* p) {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
-}
-std::int64_t get_i64(const char* p) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return static_cast<std::int64_t>(v);
-}
-std::uint32_t crc_of(const char* p, std::size_t n) {
-  return static_cast<std::uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(p), static_cast<uInt>(n)));
-}
-
 error io_error(const std::string& what, const std::string& path) {
   return make_error(errc::server_error, "event log: " + what + " " + path + ": " + std::strerror(errno));
-}
-
-bool pread_all(int fd, char* buf, std::size_t n, off_t pos) {
-  while (n > 0) {
-    const ssize_t r = ::pread(fd, buf, n, pos);
-    if (r <= 0) {
-      if (r < 0 && errno == EINTR) continue;
-      return false;
-    }
-    buf += r;
-    n -= static_cast<std::size_t>(r);
-    pos += r;
-  }
-  return true;
 }
 
 bool write_all(int fd, const char* buf, std::size_t n) {
@@ -119,24 +88,16 @@ struct segment {
   std::int64_t offset_at(std::uint64_t pos) const { return base_offset + static_cast<std::int64_t>(pos - header_bytes); }
 };
 
-std::string segment_name(std::int64_t base_sequence) {
-  char name[32];
-  std::snprintf(name, sizeof name, "%020lld.seg", static_cast<long long>(base_sequence));
-  return name;
-}
-
 result<std::shared_ptr<segment>> create_segment(const fs::path& dir, std::int64_t base_sequence,
                                                 std::int64_t base_offset) {
   auto seg = std::make_shared<segment>();
-  seg->path = dir / segment_name(base_sequence);
+  seg->path = dir / segment_file::file_name(base_sequence);
   seg->base_sequence = base_sequence;
   seg->base_offset = base_offset;
   seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (seg->fd < 0) return io_error("cannot create", seg->path.string());
-  char header[header_bytes] = {};
-  std::memcpy(header, magic, sizeof magic);
-  put_i64(header + 8, base_sequence);
-  put_i64(header + 16, base_offset);
+  char header[header_bytes];
+  segment_file::encode_header(header, {base_sequence, base_offset});
   if (!write_all(seg->fd, header, header_bytes) || ::fdatasync(seg->fd) != 0) {
     return io_error("cannot write", seg->path.string());
   }
@@ -152,35 +113,19 @@ result<std::shared_ptr<segment>> load_segment(const fs::path& path, bool is_last
   if (seg->fd < 0) return io_error("cannot open", path.string());
   struct stat st {};
   if (::fstat(seg->fd, &st) != 0) return io_error("cannot stat", path.string());
-  char header[header_bytes];
-  if (static_cast<std::size_t>(st.st_size) < header_bytes || !pread_all(seg->fd, header, header_bytes, 0) ||
-      std::memcmp(header, magic, sizeof magic) != 0) {
-    return make_error(errc::server_error, "event log: " + path.string() + " is not a hubd segment file");
-  }
-  seg->base_sequence = get_i64(header + 8);
-  seg->base_offset = get_i64(header + 16);
   const auto file_size = static_cast<std::uint64_t>(st.st_size);
-  std::uint64_t pos = header_bytes;
-  std::string buf;
-  char head[record_overhead];
-  while (pos + record_overhead <= file_size) {
-    if (!pread_all(seg->fd, head, record_overhead, static_cast<off_t>(pos))) break;
-    const std::uint32_t len = get_u32(head);
-    if (pos + record_overhead + len > file_size) break;
-    buf.resize(16 + len);
-    std::memcpy(buf.data(), head + 8, 16);
-    if (!pread_all(seg->fd, buf.data() + 16, len, static_cast<off_t>(pos + record_overhead))) break;
-    if (crc_of(buf.data(), buf.size()) != get_u32(head + 4)) break;
-    const std::int64_t seq = get_i64(head + 8);
-    if (seq != seg->end_sequence()) break;
-    const std::int64_t ms = get_i64(head + 16);
-    if (seg->count % index_every == 0) seg->index.push_back({seq, pos, ms});
-    if (seg->count == 0) seg->first_ms = ms;
-    seg->last_ms = ms;
-    seg->last_pos = pos;
-    ++seg->count;
-    pos += record_overhead + len;
-  }
+  const auto header = segment_file::read_header(seg->fd, file_size);
+  if (!header) return make_error(errc::server_error, "event log: " + path.string() + " is not a hubd segment file");
+  seg->base_sequence = header->base_sequence;
+  seg->base_offset = header->base_offset;
+  const std::uint64_t pos =
+      segment_file::scan(seg->fd, header_bytes, file_size, seg->base_sequence, [&](const segment_file::record_info& r) {
+        if (seg->count % index_every == 0) seg->index.push_back({r.sequence, r.pos, r.enqueued_ms});
+        if (seg->count == 0) seg->first_ms = r.enqueued_ms;
+        seg->last_ms = r.enqueued_ms;
+        seg->last_pos = r.pos;
+        ++seg->count;
+      });
   if (pos != file_size) {
     if (!is_last) {
       return make_error(errc::server_error, "event log: " + path.string() + " is corrupt at byte " +
@@ -294,14 +239,7 @@ struct event_log::impl {
     std::vector<log_position> positions;
     positions.reserve(batch.size());
     for (const auto& a : batch) {
-      const std::size_t start = buf.size();
-      buf.resize(start + record_overhead + a.data.size());
-      char* r = buf.data() + start;
-      put_u32(r, static_cast<std::uint32_t>(a.data.size()));
-      put_i64(r + 8, seq);
-      put_i64(r + 16, ms);
-      std::memcpy(r + record_overhead, a.data.data(), a.data.size());
-      put_u32(r + 4, crc_of(r + 8, 16 + a.data.size()));
+      segment_file::append_record(buf, seq, ms, a.data);
       if (count % index_every == 0) new_index.push_back({seq, pos, ms});
       positions.push_back({seq, seg->offset_at(pos), ms});
       last_pos = pos;
