@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -97,10 +98,27 @@ error etag_mismatch(std::string_view what) {
                     fmt::format("The If-Match etag does not match the current version of {}.", what));
 }
 
-result<void> put_record(storage::kv& kv, std::string key, std::string value) {
+result<void> put_record(storage::kv& kv, std::string key, std::string value, bool sync = true) {
   storage::write_batch batch;
   batch.put(std::move(key), std::move(value));
-  return kv.write(batch, /*sync=*/true);  // acknowledged means durable
+  return kv.write(batch, sync);  // acknowledged means durable (except connection state)
+}
+
+// The overlay key of an identity; '/' is not a legal id character.
+std::string presence_key(std::string_view device_id, std::string_view module_id) {
+  return module_id.empty() ? std::string(device_id) : fmt::format("{}/{}", device_id, module_id);
+}
+
+// Shows a live connection on a stored record, or Disconnected without one: a stored "Connected"
+// with no presence was written before a crash or restart.
+void show_presence(identity& i, const presence* p) {
+  if (p == nullptr || p->generation_id() != i.generation_id) {
+    i.conn_state = connection_state::disconnected;
+    return;
+  }
+  i.conn_state = connection_state::connected;
+  i.conn_state_updated = p->connected_at();
+  i.last_activity = std::max(i.last_activity, p->last_activity());
 }
 
 result<std::optional<device>> load_device(storage::kv& kv, std::string_view id) {
@@ -188,6 +206,7 @@ result<device> service::get_device(std::string_view id) {
   auto d = load_device(kv_, id);
   if (!d) return d.error();
   if (!*d) return device_not_found(id);
+  apply_presence(**d);
   return std::move(**d);
 }
 
@@ -213,6 +232,7 @@ result<device> service::update_device(device d, const if_match& etag) {
   next.parent_scopes = std::move(d.parent_scopes);
   next.etag = next_etag(current.etag);
   if (auto w = put_record(kv_, device_key(next.device_id), encode(next)); !w) return w.error();
+  apply_presence(next);
   return next;
 }
 
@@ -241,7 +261,10 @@ result<void> service::delete_device(std::string_view id, const if_match& etag) {
 }
 
 result<std::vector<device>> service::list_devices(std::size_t top) {
-  return load_all<device>(kv_, devices_prefix, top, decode_device);
+  auto devices = load_all<device>(kv_, devices_prefix, top, decode_device);
+  if (!devices) return devices;
+  for (device& d : *devices) apply_presence(d);
+  return devices;
 }
 
 bulk_result service::bulk(std::vector<bulk_item> items) {
@@ -334,6 +357,7 @@ result<module> service::get_module(std::string_view device_id, std::string_view 
   auto m = load_module(kv_, device_id, module_id);
   if (!m) return m.error();
   if (!*m) return missing_module(kv_, device_id, module_id);
+  apply_presence(**m);
   return std::move(**m);
 }
 
@@ -354,6 +378,7 @@ result<module> service::update_module(module m, const if_match& etag) {
   next.managed_by = std::move(m.managed_by);
   next.etag = next_etag(current.etag);
   if (auto w = put_record(kv_, module_key(next.device_id, next.module_id), encode(next)); !w) return w.error();
+  apply_presence(next);
   return next;
 }
 
@@ -379,7 +404,98 @@ result<std::vector<module>> service::list_modules(std::string_view device_id) {
   auto parent = load_device(kv_, device_id);
   if (!parent) return parent.error();
   if (!*parent) return device_not_found(device_id);
-  return load_all<module>(kv_, modules_prefix(device_id), 0, decode_module);
+  auto modules = load_all<module>(kv_, modules_prefix(device_id), 0, decode_module);
+  if (!modules) return modules;
+  for (module& m : *modules) apply_presence(m);
+  return modules;
+}
+
+// --- connection state -------------------------------------------------------------------------
+
+std::shared_ptr<presence> service::find_presence(const std::string& key) const {
+  std::scoped_lock lock(presence_mutex_);
+  auto it = presence_.find(key);
+  return it == presence_.end() ? nullptr : it->second;
+}
+
+void service::apply_presence(device& d) const {
+  const auto p = find_presence(presence_key(d.device_id, {}));
+  show_presence(d, p.get());
+}
+
+void service::apply_presence(module& m) const {
+  const auto p = find_presence(presence_key(m.device_id, m.module_id));
+  show_presence(m, p.get());
+}
+
+result<std::shared_ptr<presence>> service::mark_connected(std::string_view device_id, std::string_view module_id,
+                                                          sys_time at) {
+  const std::string key = presence_key(device_id, module_id);
+  // Under the write lock: a concurrent update_device copies the stored connection fields, so the
+  // two read-modify-writes must not interleave.
+  std::scoped_lock lock(write_mutex_);
+  std::optional<device> dev;
+  std::optional<module> mod;
+  identity* record = nullptr;
+  if (module_id.empty()) {
+    auto loaded = load_device(kv_, device_id);
+    if (!loaded) return loaded.error();
+    if (!*loaded) return device_not_found(device_id);
+    dev = std::move(**loaded);
+    record = &*dev;
+  } else {
+    auto loaded = load_module(kv_, device_id, module_id);
+    if (!loaded) return loaded.error();
+    if (!*loaded) return missing_module(kv_, device_id, module_id);
+    mod = std::move(**loaded);
+    record = &*mod;
+  }
+
+  sys_time last_activity = record->last_activity;
+  if (const auto previous = find_presence(key); previous && previous->generation_id() == record->generation_id) {
+    last_activity = std::max(last_activity, previous->last_activity());
+  }
+  auto p = std::make_shared<presence>(record->generation_id, at, last_activity);
+  record->conn_state = connection_state::connected;
+  record->conn_state_updated = at;
+  // The etag stays: it versions what clients write, and connecting is not such a write.
+  auto written = dev ? put_record(kv_, device_key(device_id), encode(*dev), /*sync=*/false)
+                     : put_record(kv_, module_key(device_id, module_id), encode(*mod), /*sync=*/false);
+  if (!written) return written.error();
+  std::scoped_lock overlay(presence_mutex_);
+  presence_[key] = p;
+  return p;
+}
+
+void service::mark_disconnected(std::string_view device_id, std::string_view module_id,
+                                const std::shared_ptr<presence>& p, sys_time at) {
+  const std::string key = presence_key(device_id, module_id);
+  std::scoped_lock lock(write_mutex_);
+  if (find_presence(key) != p) return;  // replaced by a newer connection, or never marked
+
+  // Persist first, then drop the overlay entry: a reader in between still sees the presence, never
+  // the stale "Connected" record. A failed write is not worth an error to anyone: the overlay
+  // goes anyway, and the record then reads as Disconnected with the connect time.
+  const auto finish = [&](identity& record) {
+    record.conn_state = connection_state::disconnected;
+    record.conn_state_updated = at;
+    record.last_activity = std::max(record.last_activity, p->last_activity());
+  };
+  if (module_id.empty()) {
+    auto loaded = load_device(kv_, device_id);
+    if (loaded && *loaded && (*loaded)->generation_id == p->generation_id()) {
+      finish(**loaded);
+      (void)put_record(kv_, device_key(device_id), encode(**loaded), /*sync=*/false);
+    }
+  } else {
+    auto loaded = load_module(kv_, device_id, module_id);
+    if (loaded && *loaded && (*loaded)->generation_id == p->generation_id()) {
+      finish(**loaded);
+      (void)put_record(kv_, module_key(device_id, module_id), encode(**loaded), /*sync=*/false);
+    }
+  }
+  std::scoped_lock overlay(presence_mutex_);
+  if (auto it = presence_.find(key); it != presence_.end() && it->second == p) presence_.erase(it);
 }
 
 }  // namespace hub::registry

@@ -7,11 +7,14 @@
 #include "base/clock.hpp"
 #include "base/error.hpp"
 #include "domain/registry/model.hpp"
+#include "domain/registry/presence.hpp"
 #include "storage/kv.hpp"
 
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace hub::registry {
@@ -64,10 +67,36 @@ class service {
   result<void> delete_module(std::string_view device_id, std::string_view module_id, const if_match& etag);
   result<std::vector<module>> list_modules(std::string_view device_id);
 
+  // Connection state. The connection table calls these (off the I/O threads) when a head attaches
+  // or detaches a connection; every read above then shows it. While connected, the state lives
+  // in an in-memory overlay (a `presence`, touched per message without any storage write); the
+  // record is written at connect and at disconnect without sync: losing such a write to a crash
+  // costs nothing that matters, because after a restart nothing is connected, and a record that
+  // still says "Connected" without an overlay entry is read as "Disconnected".
+  //
+  // mark_connected: DeviceNotFound / ModuleNotFound when the identity is gone. A presence still
+  // in the overlay for the same identity is replaced (a new connection took over); its last
+  // activity carries over.
+  result<std::shared_ptr<presence>> mark_connected(std::string_view device_id, std::string_view module_id,
+                                                   sys_time at);
+  // Only when `p` is still the identity's presence (a replaced connection changes nothing).
+  // Persists Disconnected, the time and the last activity, then drops the overlay entry.
+  void mark_disconnected(std::string_view device_id, std::string_view module_id, const std::shared_ptr<presence>& p,
+                         sys_time at);
+
  private:
+  // Shows the overlay's live state on records read from storage.
+  void apply_presence(device& d) const;
+  void apply_presence(module& m) const;
+  std::shared_ptr<presence> find_presence(const std::string& key) const;
+
   storage::kv& kv_;
   const clock& clock_;
   std::mutex write_mutex_;
+  // "<deviceId>" or "<deviceId>/<moduleId>" -> presence of the connected identity. Its own
+  // mutex, held only for map operations, so reads never wait for a write.
+  mutable std::mutex presence_mutex_;
+  std::unordered_map<std::string, std::shared_ptr<presence>> presence_;
 };
 
 }  // namespace hub::registry
