@@ -98,15 +98,16 @@ result<sas_token> parse_sas_token(std::string_view text) {
   return token;
 }
 
-std::string sign(std::string_view key_base64, std::string_view resource_raw, std::int64_t expiry) {
-  const auto key = crypto::base64_decode(key_base64);
+std::string sign(std::string_view key_text, std::string_view resource_raw, std::int64_t expiry, key_encoding encoding) {
+  const auto key = encoding == key_encoding::base64 ? crypto::base64_decode(key_text)
+                                                    : std::optional<std::string>(std::string(key_text));
   // An empty key would make every HMAC computable by anyone: treat it as no key at all.
   if (!key || key->empty()) return {};
   return crypto::base64_encode(crypto::hmac_sha256(*key, fmt::format("{}\n{}", resource_raw, expiry)));
 }
 
-bool signature_matches(const sas_token& token, std::string_view key_base64) {
-  const auto expected = sign(key_base64, token.resource_raw, token.expiry);
+bool signature_matches(const sas_token& token, std::string_view key, key_encoding encoding) {
+  const auto expected = sign(key, token.resource_raw, token.expiry, encoding);
   return !expected.empty() && crypto::equal_constant_time(expected, token.signature);
 }
 

@@ -24,12 +24,19 @@ struct sas_token {
 // anything malformed; the message names the problem but never echoes the signature.
 result<sas_token> parse_sas_token(std::string_view text);
 
-// The signature (base64, not url-encoded) of resource_raw + "\n" + expiry under a base64 key.
-// Empty if the key is not valid base64.
-std::string sign(std::string_view key_base64, std::string_view resource_raw, std::int64_t expiry);
+// How a key's text becomes the HMAC key. IoT Hub endpoints base64-decode it; the Event
+// Hubs-compatible endpoint takes the UTF-8 bytes of the text as they are, because that is what
+// the Event Hubs SDKs sign with (@azure/core-amqp: createHmac('sha256', keyString)), so the same
+// policy key is checked both ways, by endpoint (protocol/service.md §1.3).
+enum class key_encoding { base64, raw_text };
+
+// The signature (base64, not url-encoded) of resource_raw + "\n" + expiry under a key. Empty if
+// the key is unusable (not valid base64, or empty).
+std::string sign(std::string_view key, std::string_view resource_raw, std::int64_t expiry,
+                 key_encoding encoding = key_encoding::base64);
 
 // True if token.signature matches the key.
-bool signature_matches(const sas_token& token, std::string_view key_base64);
+bool signature_matches(const sas_token& token, std::string_view key, key_encoding encoding = key_encoding::base64);
 
 // Builds a token the way the Azure device SDKs do: resource url-encoded in sr and in the signed
 // text; fields in the Node SDK's order: sr, sig, skn (when a key name is given), se.

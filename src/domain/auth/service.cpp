@@ -7,8 +7,8 @@ namespace {
 
 error unauthorized(std::string message) { return make_error(errc::unauthorized, std::move(message)); }
 
-bool signed_by(const sas_token& token, const policy& p) {
-  return signature_matches(token, p.primary_key) || signature_matches(token, p.secondary_key);
+bool signed_by(const sas_token& token, const policy& p, key_encoding keys = key_encoding::base64) {
+  return signature_matches(token, p.primary_key, keys) || signature_matches(token, p.secondary_key, keys);
 }
 
 bool signed_by(const sas_token& token, const registry::authentication& a) {
@@ -23,14 +23,15 @@ std::string permission_name(permission p) { return to_string(static_cast<permiss
 service::service(hub_identity identity, registry::service& registry, const clock& clk)
     : identity_(std::move(identity)), registry_(registry), clock_(clk) {}
 
-result<principal> service::authorize(std::string_view token_text, std::string_view target, permission needed) const {
+result<principal> service::authorize(std::string_view token_text, std::string_view target, permission needed,
+                                     key_encoding keys) const {
   auto token = parse_sas_token(token_text);
   if (!token) return token.error();
   // Only policy keys authorise service operations; a token without skn is signed with a device key.
   if (token->key_name.empty()) return unauthorized("A device token cannot be used for a service operation");
   const policy* p = identity_.find(token->key_name);
   if (p == nullptr) return unauthorized(fmt::format("Unknown shared access policy '{}'", token->key_name));
-  if (!signed_by(*token, *p)) {
+  if (!signed_by(*token, *p, keys)) {
     return unauthorized(fmt::format("The SAS token's signature does not match the keys of policy '{}'", p->name));
   }
   // Details below are safe to give: the caller has proved it holds the key.

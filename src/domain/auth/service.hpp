@@ -34,7 +34,9 @@ class service {
   // resource such as "<host>/devices/d1", and the permission the operation needs.
   // Unauthorized (401, IotHubUnauthorizedAccess) when the token is malformed, signed with a wrong
   // key, expired, scoped elsewhere, or lacks the permission.
-  result<principal> authorize(std::string_view token, std::string_view target, permission needed) const;
+  // `keys`: raw_text for the Event Hubs-compatible endpoint (see key_encoding).
+  result<principal> authorize(std::string_view token, std::string_view target, permission needed,
+                              key_encoding keys = key_encoding::base64) const;
 
   // Checks a device or module's SAS token (MQTT password, CBS put-token, HTTP Authorization).
   // Accepts the identity's own keys or a policy with DeviceConnect.

@@ -31,6 +31,13 @@ link_address parse_link_address(std::string_view address) {
   }
   const std::string_view path = strip_uri(address);
   if (!path.starts_with('/')) return out;
+  for (std::string_view service_node :
+       {"/messages/devicebound", "/messages/serviceBound/feedback", "/messages/serviceBound/filenotifications"}) {
+    if (text::iequals(path, service_node)) {
+      out.what = link_address::kind::service;
+      return out;
+    }
+  }
   // Ids are taken as they are: the SDKs put them in the address raw (azure-iot-common
   // endpoint.js), and '%' is a legal character of an IoT Hub id.
   auto s = text::split(path.substr(1), '/');

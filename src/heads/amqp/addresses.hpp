@@ -16,6 +16,8 @@ struct link_address {
     c2d,        // "/devices/<d>/messages/devicebound" (device receives)
     twin,       // "/devices/<d>[/modules/<m>]/twin"
     methods,    // "/devices/<d>[/modules/<m>]/methods/devicebound"
+    service,    // the service SDK's "/messages/devicebound", "/messages/serviceBound/feedback" and
+                // "/messages/serviceBound/filenotifications"
     unknown,
   };
   kind what = kind::unknown;

@@ -137,6 +137,18 @@ TEST(signature_matches, covers_the_resource_as_transmitted_and_the_expiry) {
   EXPECT_FALSE(signature_matches(lower, device_key));
 }
 
+TEST(signature_matches, event_hubs_tokens_are_signed_with_the_key_text) {
+  // What @azure/core-amqp 4.4.2's createSasTokenProvider({name, key}) wrote for this audience at
+  // se=2000000000: the HMAC key is the UTF-8 text of policy_key, not its base64 decoding.
+  const auto t = parsed(
+      "SharedAccessSignature sr=sb%3A%2F%2Fmyhub.example%2Fmyhub%2FConsumerGroups%2F%24Default%2FPartitions%2F0"
+      "&sig=DHTrSe%2FH6jBlEQFLp%2Bj62vQba6cxYitDsx%2Bx5LAbHMo%3D&se=2000000000&skn=iothubowner");
+  EXPECT_TRUE(signature_matches(t, policy_key, key_encoding::raw_text));
+  EXPECT_FALSE(signature_matches(t, policy_key));
+  EXPECT_FALSE(signature_matches(parsed(node_policy_device_token), policy_key, key_encoding::raw_text));
+  EXPECT_TRUE(sign("", "r", 1, key_encoding::raw_text).empty());
+}
+
 TEST(make_sas_token, writes_what_the_node_sdk_writes) {
   EXPECT_EQ(make_sas_token("myhub.example/devices/dev1", device_key, expiry), node_device_token);
   EXPECT_EQ(make_sas_token("myhub.example/devices/dev1", policy_key, expiry, "iothubowner"), node_policy_device_token);

@@ -32,7 +32,10 @@ TEST(amqp_addresses, link_addresses) {
       {"devices/dev1/messages/events", k::unknown, "", ""},
       {"/devices/dev1/messages/events/extra", k::unknown, "", ""},
       {"", k::unknown, "", ""},
-      {"/messages/devicebound", k::unknown, "", ""},
+      {"/messages/devicebound", k::service, "", ""},
+      {"/messages/serviceBound/feedback", k::service, "", ""},
+      {"/messages/serviceBound/filenotifications", k::service, "", ""},
+      {"/messages/other", k::unknown, "", ""},
   };
   for (const row& r : rows) {
     const link_address a = parse_link_address(r.address);
