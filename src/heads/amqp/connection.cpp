@@ -23,6 +23,8 @@ std::string identity_text(const std::string& device_id, const std::string& modul
   return module_id.empty() ? "device '" + device_id + "'" : "module '" + module_id + "' of device '" + device_id + "'";
 }
 
+std::string key_of(const std::string& device_id, const std::string& module_id) { return device_id + "/" + module_id; }
+
 }  // namespace
 
 connection::connection(const connection_options& opts, const clock& clk, std::shared_ptr<spdlog::logger> log,
@@ -50,7 +52,7 @@ void connection::write_failed(std::vector<work>& out) {
 
 std::optional<std::chrono::milliseconds> connection::tick(std::chrono::milliseconds now, std::vector<work>& out) {
   std::optional<std::chrono::milliseconds> next = driver_.tick(now, events_);
-  expire_grants();
+  expire_grants(out);
   driver_.poll(events_);
   handle(events_, out);
   if (grants_.empty()) return next;
@@ -79,11 +81,15 @@ void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out
                        log_->debug("{}: AMQP open, hostname '{}', SASL {}", log_id_, e.hostname,
                                    e.sasl_mechanism.empty() ? "none" : e.sasl_mechanism);
                      },
-                     [&](amqp::link_requested& e) { on_link_requested(e); },
+                     [&](amqp::link_requested& e) { on_link_requested(e, out); },
                      [&](amqp::link_opened&) {},
                      [&](amqp::link_closed& e) {
-                       links_.erase(e.link);
+                       auto it = links_.find(e.link);
+                       if (it == links_.end()) return;
+                       const link_state s = std::move(it->second);
+                       links_.erase(it);
                        if (e.error) log_->debug("{}: link closed: {}", log_id_, e.error.what());
+                       link_gone(s, e.by_peer ? "link closed by the client" : "link closed", out);
                      },
                      [&](amqp::message_received& e) { on_message(e, out); },
                      [&](amqp::credit_available& e) { flush_replies(e.link); },
@@ -105,7 +111,7 @@ void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out
   }
 }
 
-void connection::on_link_requested(amqp::link_requested& e) {
+void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& out) {
   const std::string& address = e.we_receive ? e.target : e.source;
   const link_address addr = parse_link_address(address);
   if (addr.what == link_address::kind::cbs) {
@@ -138,6 +144,13 @@ void connection::on_link_requested(amqp::link_requested& e) {
     links_.emplace(e.link, std::move(s));
     log_->debug("{}: telemetry link for {} attached", log_id_, identity_text(addr.device_id, addr.module_id));
     driver_.accept_link(e.link, opts_.telemetry_credit);
+    identity_state& id = identities_[key_of(addr.device_id, addr.module_id)];
+    ++id.links;
+    if (!id.attached && !id.attaching) {
+      id.who = connections::identity{addr.device_id, addr.module_id};
+      id.attaching = true;
+      out.push_back(attach_identity_work{id.who});
+    }
     return;
   }
   const bool known = addr.what != link_address::kind::unknown;
@@ -246,6 +259,8 @@ void connection::on_telemetry(const link_state& link, amqp::message_received& e,
     driver_.grant(e.link, 1);
     return;
   }
+  if (auto id = identities_.find(key_of(link.device_id, link.module_id)); id != identities_.end() && id->second.presence)
+    id->second.presence->touch(clock_.now());
   // Stamped by the hub, never taken from the device.
   m->device_id = link.device_id;
   m->module_id = link.module_id;
@@ -271,7 +286,71 @@ void connection::telemetry_appended(std::uint64_t ticket, result<void> r, std::v
   handle(events_, out);
 }
 
-void connection::expire_grants() {
+void connection::link_gone(const link_state& s, const std::string& reason, std::vector<work>& out) {
+  if (s.kind != link_kind::telemetry) return;
+  auto it = identities_.find(key_of(s.device_id, s.module_id));
+  if (it == identities_.end() || --it->second.links > 0) return;
+  // Its last link: the identity disconnects. While its attach is still running the detach waits
+  // for the answer (identity_attached), so the table sees them in order.
+  if (it->second.attaching) return;
+  if (it->second.attached) out.push_back(detach_identity_work{it->second.who, reason});
+  identities_.erase(it);
+}
+
+void connection::close_identity_links(const std::string& key, const proton::error_condition& error,
+                                      std::vector<work>& out) {
+  for (auto l = links_.begin(); l != links_.end();) {
+    if (l->second.kind == link_kind::telemetry && key_of(l->second.device_id, l->second.module_id) == key) {
+      driver_.close_link(l->first, error);
+      const link_state s = std::move(l->second);
+      l = links_.erase(l);
+      link_gone(s, error.description(), out);
+    } else {
+      ++l;
+    }
+  }
+}
+
+void connection::identity_attached(const connections::identity& who, result<std::shared_ptr<registry::presence>> r,
+                                   std::vector<work>& out) {
+  const std::string key = key_of(who.device_id, who.module_id);
+  auto it = identities_.find(key);
+  if (it == identities_.end() || !it->second.attaching) return;
+  it->second.attaching = false;
+  if (!r) {
+    log_->info("{}: {} cannot connect: {}", log_id_, identity_text(who.device_id, who.module_id), r.error().message);
+    close_identity_links(key, condition_for(r.error()), out);
+    identities_.erase(key);
+  } else if (it->second.links == 0) {
+    // Its links closed while the attach ran.
+    out.push_back(detach_identity_work{it->second.who, "link closed"});
+    identities_.erase(it);
+  } else {
+    it->second.attached = true;
+    it->second.presence = std::move(*r);
+  }
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::drop_identity(const connections::identity& who, const std::string& reason, std::vector<work>& out) {
+  const std::string key = key_of(who.device_id, who.module_id);
+  if (identities_.find(key) == identities_.end()) return;
+  log_->info("{}: {} disconnected: {}", log_id_, identity_text(who.device_id, who.module_id), reason);
+  close_identity_links(key, amqp::condition("amqp:connection:forced", reason), out);
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+std::vector<connections::identity> connection::attached_identities() const {
+  std::vector<connections::identity> out;
+  for (const auto& [key, st] : identities_) {
+    if (st.attached) out.push_back(st.who);
+  }
+  return out;
+}
+
+void connection::expire_grants(std::vector<work>& out) {
   const std::int64_t now = clock_.now_seconds();
   for (auto g = grants_.begin(); g != grants_.end();) {
     if (g->second.expiry > now) {
@@ -282,7 +361,9 @@ void connection::expire_grants() {
     for (auto l = links_.begin(); l != links_.end();) {
       if (l->second.kind == link_kind::telemetry && l->second.audience == g->first) {
         driver_.close_link(l->first, amqp::condition("amqp:unauthorized-access", "The SAS token for this link has expired"));
+        const link_state s = std::move(l->second);
         l = links_.erase(l);
+        link_gone(s, "SAS token expired", out);
       } else {
         ++l;
       }

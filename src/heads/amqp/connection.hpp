@@ -8,10 +8,16 @@
 // work the connection asked for, and append new work to `out`:
 //   check_token       -> run check_token() (blocking: on the pool), then token_checked()
 //   append_telemetry  -> telemetry::service::send(), then telemetry_appended() once durable
+//   attach_identity   -> connection_table::attach() (pool), then identity_attached()
+//   detach_identity   -> connection_table::detach() (pool); no answer
+// An identity (device or module) is attached to the connection table while it has at least one
+// device link open on this connection, as IoT Hub shows a device Connected.
 // Every call, and every answer, happens on the connection's thread; the session carries answers
 // back there. Lifecycle: one per accepted AMQP connection, owned by its session.
 #include "base/clock.hpp"
 #include "codec/amqp/driver.hpp"
+#include "domain/connections/connection_table.hpp"
+#include "domain/registry/presence.hpp"
 #include "domain/telemetry/message.hpp"
 #include "heads/amqp/addresses.hpp"
 #include "heads/amqp/grants.hpp"
@@ -43,7 +49,14 @@ struct append_telemetry_work {
   std::uint64_t ticket = 0;
   telemetry::message message;
 };
-using work = std::variant<check_token_work, append_telemetry_work>;
+struct attach_identity_work {
+  connections::identity who;
+};
+struct detach_identity_work {
+  connections::identity who;
+  std::string reason;
+};
+using work = std::variant<check_token_work, append_telemetry_work, attach_identity_work, detach_identity_work>;
 
 struct connection_options {
   amqp::driver_options driver;
@@ -69,6 +82,15 @@ class connection {
 
   void token_checked(std::uint64_t ticket, result<grant> r, std::vector<work>& out);
   void telemetry_appended(std::uint64_t ticket, result<void> r, std::vector<work>& out);
+  // The answer to attach_identity: the identity's live presence, or why it cannot connect (it
+  // was deleted since its token was checked): its links are then closed.
+  void identity_attached(const connections::identity& who, result<std::shared_ptr<registry::presence>> r,
+                         std::vector<work>& out);
+  // The connection table replaced (or dropped) the identity: its links here are closed.
+  void drop_identity(const connections::identity& who, const std::string& reason, std::vector<work>& out);
+  // Identities attached to the table right now; the session detaches them when the connection
+  // ends. (One whose attach is still running is detached by the session when the answer comes.)
+  std::vector<connections::identity> attached_identities() const;
 
   // Closes the connection with amqp:connection:forced (shutdown, replaced by another...).
   void close(const std::string& reason, std::vector<work>& out);
@@ -102,15 +124,25 @@ class connection {
     amqp::link_id link = 0;
     amqp::delivery_id delivery = 0;
   };
+  struct identity_state {
+    connections::identity who;
+    std::size_t links = 0;       // device links open for it on this connection
+    bool attaching = false;      // attach_identity asked, not answered: a detach waits for it
+    bool attached = false;       // the table has it
+    std::shared_ptr<registry::presence> presence;
+  };
 
   void handle(std::vector<amqp::event>& events, std::vector<work>& out);
-  void on_link_requested(amqp::link_requested& e);
+  void on_link_requested(amqp::link_requested& e, std::vector<work>& out);
+  // A device link of `s` is gone (closed by either side): the identity detaches with its last.
+  void link_gone(const link_state& s, const std::string& reason, std::vector<work>& out);
+  void close_identity_links(const std::string& key, const proton::error_condition& error, std::vector<work>& out);
   void on_message(amqp::message_received& e, std::vector<work>& out);
   void on_cbs_request(amqp::message_received& e, std::vector<work>& out);
   void on_telemetry(const link_state& link, amqp::message_received& e, std::vector<work>& out);
   void reply(amqp::link_id request_link, const std::string& reply_to, proton::message m);
   void flush_replies(amqp::link_id link);
-  void expire_grants();
+  void expire_grants(std::vector<work>& out);
   // The live grant that lets `device_id`/`module_id` attach a device link, by its audience.
   const std::string* grant_for(const std::string& device_id, const std::string& module_id) const;
 
@@ -124,6 +156,7 @@ class connection {
   std::unordered_map<amqp::link_id, link_state> links_;
   std::unordered_map<std::uint64_t, pending_token> tokens_;
   std::unordered_map<std::uint64_t, pending_append> appends_;
+  std::map<std::string, identity_state> identities_;  // by "<device>/<module>"
   std::vector<amqp::event> events_;  // scratch, reused
 };
 

@@ -12,6 +12,7 @@
 // co_await sits inside a condition.
 #include "heads/amqp/session.hpp"
 
+#include "domain/connections/connection_table.hpp"
 #include "domain/telemetry/service.hpp"
 #include "heads/amqp/grants.hpp"
 
@@ -27,6 +28,7 @@
 
 #include <chrono>
 #include <exception>
+#include <map>
 #include <vector>
 
 namespace hub::amqp_head {
@@ -50,6 +52,26 @@ std::chrono::milliseconds now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch());
 }
 
+class live;
+
+std::string key_of(const connections::identity& who) { return who.device_id + "/" + who.module_id; }
+
+// A device or module connected through this AMQP connection, as the connection table sees it.
+// Any thread may close it (another connection of the same identity replaced it): the work goes
+// to the connection's thread, which closes that identity's links.
+class identity_link final : public messaging::device_link {
+ public:
+  identity_link(std::weak_ptr<live> conn, asio::any_io_executor ex, connections::identity who)
+      : conn_(std::move(conn)), ex_(std::move(ex)), who_(std::move(who)) {}
+  void close(std::string reason) override;
+  const connections::identity& who() const { return who_; }
+
+ private:
+  std::weak_ptr<live> conn_;
+  asio::any_io_executor ex_;
+  connections::identity who_;
+};
+
 // One AMQP connection. Owned by shared_ptrs: the session coroutine's and the writer's. Work
 // handed to other threads holds a weak_ptr. The transport is used only while the session
 // coroutine runs.
@@ -65,6 +87,8 @@ class live final : public std::enable_shared_from_this<live> {
         done_(ex) {}
 
   asio::awaitable<void> serve(std::string_view first_bytes);
+  // The connection table dropped `who` (identity_link::close); on the connection's thread.
+  void drop(const connections::identity& who, const std::string& reason);
 
  private:
   static asio::awaitable<void> write_loop(std::shared_ptr<live> self);
@@ -72,6 +96,8 @@ class live final : public std::enable_shared_from_this<live> {
 
   void run(std::vector<work>& items);
   void kick() { wake_.cancel(); }
+  void attach(const connections::identity& who);
+  void detach(const connections::identity& who, const std::string& reason);
 
   transport& t_;
   const session_context& ctx_;
@@ -84,7 +110,58 @@ class live final : public std::enable_shared_from_this<live> {
   bool read_ended_ = false;
   bool closed_ = false;       // the transport is closed: nothing touches it any more
   bool writer_done_ = false;
+  std::map<std::string, std::shared_ptr<identity_link>> identity_links_;  // by "<device>/<module>"
 };
+
+void identity_link::close(std::string reason) {
+  asio::post(ex_, [conn = conn_, who = who_, reason = std::move(reason)] {
+    if (auto s = conn.lock()) s->drop(who, reason);
+  });
+}
+
+void live::drop(const connections::identity& who, const std::string& reason) {
+  if (closed_) return;
+  std::vector<work> w;
+  conn_.drop_identity(who, reason, w);
+  run(w);
+  kick();
+}
+
+void live::attach(const connections::identity& who) {
+  auto link = std::make_shared<identity_link>(weak_from_this(), ex_, who);
+  identity_links_[key_of(who)] = link;
+  // attach() writes the registry: on the pool. The answer comes back here; if the connection
+  // has ended by then, the identity is detached again at once.
+  asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, blocking = ctx_.blocking, ex = ex_, link, who]() {
+    auto attached = svc->connections.attach(who, link);
+    result<std::shared_ptr<registry::presence>> r = make_error(errc::server_error, "");
+    if (attached) {
+      if (attached->previous) attached->previous->close("replaced by a new connection of the same identity");
+      r = attached->presence;
+    } else {
+      r = attached.error();
+    }
+    asio::post(ex, [self, svc, blocking, link, who, r = std::move(r)]() mutable {
+      auto s = self.lock();
+      if (!s || s->closed_) {
+        if (r) asio::post(blocking, [svc, link, who] { svc->connections.detach(who, link.get(), "connection closed"); });
+        return;
+      }
+      std::vector<work> more;
+      s->conn_.identity_attached(who, std::move(r), more);
+      s->run(more);
+      s->kick();
+    });
+  });
+}
+
+void live::detach(const connections::identity& who, const std::string& reason) {
+  auto it = identity_links_.find(key_of(who));
+  if (it == identity_links_.end()) return;
+  std::shared_ptr<identity_link> link = std::move(it->second);
+  identity_links_.erase(it);
+  asio::post(ctx_.blocking, [svc = &ctx_.svc, link, who, reason] { svc->connections.detach(who, link.get(), reason); });
+}
 
 asio::awaitable<void> live::serve(std::string_view first_bytes) {
   ctx_.log->debug("connection {} from {}: {} session", info_.id, info_.peer, info_.via);
@@ -117,6 +194,7 @@ asio::awaitable<void> live::serve(std::string_view first_bytes) {
   }
   closed_ = true;
   t_.close();
+  for (const connections::identity& who : conn_.attached_identities()) detach(who, "connection closed");
   ctx_.log->debug("connection {} from {}: {} session ended", info_.id, info_.peer, info_.via);
 }
 
@@ -214,6 +292,8 @@ void live::run(std::vector<work>& items) {
                        });
                      });
                    },
+                   [&](attach_identity_work& a) { attach(a.who); },
+                   [&](detach_identity_work& d) { detach(d.who, d.reason); },
                },
                item);
   }

@@ -31,6 +31,9 @@ class service;
 namespace hub::telemetry {
 class service;
 }
+namespace hub::connections {
+class connection_table;
+}
 
 namespace hub::amqp_head {
 
@@ -54,6 +57,7 @@ struct services {
   const auth::service& auth;
   registry::service& registry;
   telemetry::service& telemetry;
+  connections::connection_table& connections;
   const clock& clk;
 };
 

@@ -6,6 +6,7 @@
 #include "base/log.hpp"
 #include "domain/auth/sas.hpp"
 #include "domain/auth/service.hpp"
+#include "domain/connections/connection_table.hpp"
 #include "domain/registry/service.hpp"
 #include "heads/amqp/grants.hpp"
 #include "storage/kv.hpp"
@@ -24,6 +25,11 @@ using namespace std::chrono_literals;
 
 constexpr std::string_view device_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 constexpr std::string_view host = "myhub.example";
+
+struct fake_link final : messaging::device_link {
+  void close(std::string reason) override { closed_with = std::move(reason); }
+  std::string closed_with;
+};
 
 class amqp_connection : public ::testing::Test {
  protected:
@@ -54,21 +60,41 @@ class amqp_connection : public ::testing::Test {
       std::string c = client_->take_output();
       std::vector<work> w;
       if (!c.empty()) conn_->recv({c.data(), c.size()}, w);
-      for (work& item : w) {
-        if (auto* t = std::get_if<check_token_work>(&item)) {
-          std::vector<work> more;
-          conn_->token_checked(t->ticket, check_token(token_services{auth_, registry_}, t->aud, t->token), more);
-          for (auto& m : more) appends_.push_back(std::move(std::get<append_telemetry_work>(m)));
-        } else {
-          appends_.push_back(std::move(std::get<append_telemetry_work>(item)));
-        }
-      }
+      run(w);
       std::string s = conn_->take_output();
       if (!s.empty()) client_->recv({s.data(), s.size()}, client_events_);
       if (c.empty() && s.empty()) return;
     }
     FAIL() << "never went quiet";
   }
+
+  // Does the work the connection asks for, as the session would (synchronously here); appends
+  // wait for the test to answer them.
+  void run(std::vector<work>& w) {
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      std::vector<work> more;
+      if (auto* t = std::get_if<check_token_work>(&w[i])) {
+        conn_->token_checked(t->ticket, check_token(token_services{auth_, registry_}, t->aud, t->token), more);
+      } else if (auto* a = std::get_if<append_telemetry_work>(&w[i])) {
+        appends_.push_back(std::move(*a));
+      } else if (auto* at = std::get_if<attach_identity_work>(&w[i])) {
+        auto link = std::make_shared<fake_link>();
+        links_[at->who.device_id + "/" + at->who.module_id] = link;
+        auto r = table_.attach(at->who, link);
+        conn_->identity_attached(at->who, r ? result<std::shared_ptr<registry::presence>>(r->presence)
+                                            : result<std::shared_ptr<registry::presence>>(r.error()),
+                                 more);
+      } else if (auto* d = std::get_if<detach_identity_work>(&w[i])) {
+        auto& link = links_[d->who.device_id + "/" + d->who.module_id];
+        table_.detach(d->who, link.get(), d->reason);
+        ++detaches_;
+      }
+      for (auto& m : more) w.push_back(std::move(m));
+    }
+    w.clear();
+  }
+
+  registry::connection_state state_of(const std::string& id) { return registry_.get_device(id).value().conn_state; }
 
   template <class E>
   std::vector<E> client_got() {
@@ -132,6 +158,9 @@ class amqp_connection : public ::testing::Test {
   std::unique_ptr<connection> conn_;
   std::vector<amqp::event> client_events_;
   std::vector<append_telemetry_work> appends_;
+  connections::connection_table table_{registry_, clock_};
+  std::map<std::string, std::shared_ptr<fake_link>> links_;
+  int detaches_ = 0;
   amqp::link_id cbs_out_ = 0, cbs_in_ = 0;
   std::string last_description_;
 };
@@ -164,6 +193,7 @@ TEST_F(amqp_connection, put_token_then_telemetry_is_accepted_once_durable) {
   EXPECT_TRUE(client_got<amqp::delivery_updated>().empty());
   std::vector<work> w;
   conn_->telemetry_appended(appends_[0].ticket, {}, w);
+  run(w);
   pump();
   auto updates = client_got<amqp::delivery_updated>();
   ASSERT_EQ(updates.size(), 1u);
@@ -182,6 +212,7 @@ TEST_F(amqp_connection, failed_append_is_rejected_with_iot_hubs_condition) {
   ASSERT_EQ(appends_.size(), 1u);
   std::vector<work> w;
   conn_->telemetry_appended(appends_[0].ticket, make_error(errc::message_too_large, "too big"), w);
+  run(w);
   pump();
   auto updates = client_got<amqp::delivery_updated>();
   ASSERT_EQ(updates.size(), 1u);
@@ -262,11 +293,13 @@ TEST_F(amqp_connection, expired_token_closes_the_links_it_authorised) {
   EXPECT_LE(next->count(), 1000 + 60'000) << "wakes up by the token's expiry";
   clock_.advance(61s);
   conn_->tick(62'000ms, w);
+  run(w);
   pump();
   auto closed = client_got<amqp::link_closed>();
   ASSERT_EQ(closed.size(), 1u);
   EXPECT_EQ(closed[0].error.name(), "amqp:unauthorized-access");
   EXPECT_EQ(conn_->grants(), 0u);
+  EXPECT_EQ(state_of("dev1"), registry::connection_state::disconnected) << "its only link is gone";
 }
 
 TEST_F(amqp_connection, renewal_on_the_same_links_extends_the_grant) {
@@ -279,6 +312,7 @@ TEST_F(amqp_connection, renewal_on_the_same_links_extends_the_grant) {
   clock_.advance(61s);
   std::vector<work> w;
   conn_->tick(62'000ms, w);
+  run(w);
   pump();
   EXPECT_TRUE(client_got<amqp::link_closed>().empty());
 }
@@ -301,6 +335,55 @@ TEST_F(amqp_connection, service_client_token_for_the_hub) {
   // The service SDK signs the raw HostName (service.md §1.2).
   const std::string token = auth::make_sas_token(std::string(host), service->primary_key, 2'000'000'000, "service");
   EXPECT_EQ(put_token(std::string(host), token), 200) << last_description_;
+}
+
+}  // namespace
+}  // namespace hub::amqp_head
+
+namespace hub::amqp_head {
+namespace {
+
+TEST_F(amqp_connection, a_device_is_connected_while_it_has_a_link) {
+  attach_cbs();
+  ASSERT_EQ(put_token(audience_of("dev1"), device_token("dev1")), 200);
+  EXPECT_EQ(state_of("dev1"), registry::connection_state::disconnected) << "a token alone does not connect";
+  const amqp::link_id events = client_->open_sender("/devices/dev1/messages/events");
+  pump();
+  EXPECT_EQ(state_of("dev1"), registry::connection_state::connected);
+  EXPECT_EQ(conn_->attached_identities().size(), 1u);
+  client_->close_link(events);
+  pump();
+  EXPECT_EQ(state_of("dev1"), registry::connection_state::disconnected);
+  EXPECT_EQ(detaches_, 1);
+  EXPECT_TRUE(conn_->attached_identities().empty());
+}
+
+TEST_F(amqp_connection, replaced_identity_loses_its_links) {
+  attach_cbs();
+  ASSERT_EQ(put_token(audience_of("dev1"), device_token("dev1")), 200);
+  client_->open_sender("/devices/dev1/messages/events");
+  pump();
+  client_events_.clear();
+  std::vector<work> w;
+  conn_->drop_identity({"dev1", ""}, "replaced by a new connection of the same identity", w);
+  run(w);
+  pump();
+  auto closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:connection:forced");
+  EXPECT_EQ(detaches_, 1);
+}
+
+TEST_F(amqp_connection, a_deleted_device_cannot_connect_with_its_old_token) {
+  attach_cbs();
+  ASSERT_EQ(put_token(audience_of("dev1"), device_token("dev1")), 200);
+  ASSERT_TRUE(registry_.delete_device("dev1", std::nullopt).has_value());
+  client_->open_sender("/devices/dev1/messages/events");
+  pump();
+  auto closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:not-found");
+  EXPECT_TRUE(conn_->attached_identities().empty());
 }
 
 }  // namespace
