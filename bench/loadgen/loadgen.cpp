@@ -1,0 +1,534 @@
+// hubd-loadgen: an MQTT 3.1.1 load generator for IoT hubs and MQTT brokers.
+//
+// It opens N device connections over TLS (or plain TCP), authenticates each (hubd: its own SAS
+// token; mosquitto: user name + password), and then either publishes telemetry (QoS 0/1, fixed
+// size, as fast as acknowledgements allow or at a total rate), opens connections as fast as it
+// can (connect rate), or holds them idle (memory per connection). It reports throughput, publish
+// to PUBACK latency percentiles, errors and, given the server's pid, the server's and its own CPU
+// time per message over the measured window (utime + stime from /proc), so that two servers run
+// in the same way on the same machine can be compared as ratios.
+//
+// One io_context thread: on a 2-core machine the other core is the server's, and the device
+// coroutines share state without locks.
+#include "codec/mqtt/codec.hpp"
+#include "domain/auth/sas.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+struct options {
+  std::string host = "127.0.0.1";
+  std::string sni;               // TLS server name / IoT hub host name; default = host
+  std::uint16_t port = 8883;
+  bool tls = true;
+  std::string ca_file;
+  std::string mode = "hubd";     // hubd | mosquitto
+  std::string scenario = "throughput";  // throughput | connect | idle
+  std::string devices_file;      // lines "deviceId key" (hubd) or "user password" (mosquitto)
+  std::size_t devices = 100;
+  int qos = 1;
+  std::size_t size = 256;
+  std::size_t inflight = 16;
+  double rate = 0;               // total msgs/s; 0 = as fast as acks allow
+  double warmup_s = 5;
+  double duration_s = 20;
+  std::size_t connect_concurrency = 64;
+  int server_pid = 0;
+  bool json = false;
+};
+
+struct device_cred {
+  std::string id;
+  std::string secret;  // hubd: base64 key; mosquitto: password
+};
+
+// CPU seconds (utime + stime) of a process, from /proc/PID/stat.
+double cpu_seconds(int pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = content.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(content.substr(close + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Resident memory of a process in KiB, from /proc/PID/status.
+long rss_kib(int pid) {
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+// Latency histogram with 1 µs buckets up to 100 ms, then a tail bucket.
+class histogram {
+ public:
+  void add(std::chrono::nanoseconds d) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+    ++buckets_[static_cast<std::size_t>(std::clamp<long long>(us, 0, max_us))];
+    ++count_;
+  }
+  double percentile_ms(double p) const {
+    if (count_ == 0) return 0;
+    const auto want = static_cast<std::uint64_t>(p * static_cast<double>(count_));
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < buckets_.size(); ++i) {
+      seen += buckets_[i];
+      if (seen > want) return static_cast<double>(i) / 1000.0;
+    }
+    return max_us / 1000.0;
+  }
+  std::uint64_t count() const { return count_; }
+
+ private:
+  static constexpr long long max_us = 100'000;
+  std::vector<std::uint64_t> buckets_ = std::vector<std::uint64_t>(max_us + 1);
+  std::uint64_t count_ = 0;
+};
+
+struct stats {
+  std::atomic<std::uint64_t> acked{0};        // PUBACKs (QoS 1) or PINGRESP-confirmed batches (QoS 0)
+  std::atomic<std::uint64_t> sent{0};
+  std::atomic<std::uint64_t> connected{0};
+  std::atomic<std::uint64_t> errors{0};
+  std::atomic<bool> measuring{false};
+  std::atomic<bool> stop{false};
+  std::vector<histogram> latency;  // one per thread
+  std::string first_error;
+  std::mutex error_mutex;
+
+  void error(const std::string& what) {
+    ++errors;
+    std::scoped_lock lock(error_mutex);
+    if (first_error.empty()) first_error = what;
+  }
+};
+
+// A stream that is TLS or plain TCP.
+class stream {
+ public:
+  stream(asio::io_context& ioc, ssl::context* tls) : socket_(ioc) {
+    if (tls != nullptr) tls_.emplace(socket_, *tls);
+  }
+  asio::awaitable<boost::system::error_code> connect(const tcp::endpoint& ep, const std::string& sni) {
+    auto [ec] = co_await socket_.async_connect(ep, asio::as_tuple(asio::use_awaitable));
+    if (ec) co_return ec;
+    socket_.set_option(tcp::no_delay(true));
+    if (!tls_) co_return ec;
+    if (!sni.empty() && !std::isdigit(static_cast<unsigned char>(sni[0]))) {
+      SSL_set_tlsext_host_name(tls_->native_handle(), sni.c_str());
+    }
+    tls_->set_verify_mode(ssl::verify_peer);
+    auto [hec] = co_await tls_->async_handshake(ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+    co_return hec;
+  }
+  asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read_some(asio::mutable_buffer b) {
+    if (tls_) {
+      auto [ec, n] = co_await tls_->async_read_some(b, asio::as_tuple(asio::use_awaitable));
+      co_return std::pair{ec, n};
+    }
+    auto [ec, n] = co_await socket_.async_read_some(b, asio::as_tuple(asio::use_awaitable));
+    co_return std::pair{ec, n};
+  }
+  asio::awaitable<boost::system::error_code> write(const std::string& bytes) {
+    if (tls_) {
+      auto [ec, n] = co_await asio::async_write(*tls_, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
+      co_return ec;
+    }
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
+    co_return ec;
+  }
+  void close() {
+    boost::system::error_code ec;
+    socket_.close(ec);
+  }
+
+ private:
+  tcp::socket socket_;
+  std::optional<ssl::stream<tcp::socket&>> tls_;
+};
+
+// Reads MQTT packets from a stream.
+class packet_reader {
+ public:
+  asio::awaitable<std::optional<hub::mqtt::packet>> next(stream& s) {
+    for (;;) {
+      if (!buf_.empty()) {
+        auto r = hub::mqtt::decode({buf_.data(), buf_.size()});
+        if (r.st == hub::mqtt::decode_result::status::ok) {
+          buf_.erase(0, r.consumed);
+          co_return std::move(r.pkt);
+        }
+        if (r.st == hub::mqtt::decode_result::status::error) co_return std::nullopt;
+      }
+      char tmp[16384];
+      auto [ec, n] = co_await s.read_some(asio::buffer(tmp));
+      if (ec) co_return std::nullopt;
+      buf_.append(tmp, n);
+    }
+  }
+
+ private:
+  std::string buf_;
+};
+
+struct run_context {
+  const options& opt;
+  stats& st;
+  tcp::endpoint endpoint;
+  ssl::context* tls;
+  std::string sas_host;   // hubd: the host name in tokens and user names
+};
+
+hub::mqtt::connect make_connect(const run_context& ctx, const device_cred& d) {
+  hub::mqtt::connect c;
+  c.clean_session = false;
+  c.keep_alive = 180;
+  c.client_id = d.id;
+  if (ctx.opt.mode == "hubd") {
+    c.username = ctx.sas_host + "/" + d.id + "/?api-version=2021-04-12";
+    const auto expiry = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count() + 3600;
+    c.password = hub::auth::make_sas_token(ctx.sas_host + "/devices/" + d.id, d.secret, expiry);
+  } else {
+    c.username = d.id;
+    c.password = d.secret;
+  }
+  return c;
+}
+
+// Connects and authenticates; true on CONNACK 0.
+asio::awaitable<bool> open(const run_context& ctx, const device_cred& d, stream& s, packet_reader& reader) {
+  if (auto ec = co_await s.connect(ctx.endpoint, ctx.sas_host); ec) {
+    ctx.st.error(fmt::format("connect {}: {}", d.id, ec.message()));
+    co_return false;
+  }
+  std::string bytes;
+  hub::mqtt::encode(make_connect(ctx, d), bytes);
+  if (auto ec = co_await s.write(bytes); ec) {
+    ctx.st.error(fmt::format("write CONNECT {}: {}", d.id, ec.message()));
+    co_return false;
+  }
+  auto p = co_await reader.next(s);
+  const auto* ack = p ? std::get_if<hub::mqtt::connack>(&*p) : nullptr;
+  if (ack == nullptr || ack->code != hub::mqtt::connack_code::accepted) {
+    ctx.st.error(fmt::format("CONNACK for {}: {}", d.id, ack ? static_cast<int>(ack->code) : -1));
+    co_return false;
+  }
+  ++ctx.st.connected;
+  co_return true;
+}
+
+// One publishing device: keeps up to `inflight` QoS 1 publishes outstanding (or, at a given
+// rate, publishes on a schedule), recording publish-to-PUBACK latency during the window.
+asio::awaitable<void> publisher(const run_context& ctx, device_cred d, std::size_t index, histogram& lat,
+                                double per_device_rate) {
+  auto ex = co_await asio::this_coro::executor;
+  stream s(static_cast<asio::io_context&>(ex.context()), ctx.tls);
+  packet_reader reader;
+  if (!co_await open(ctx, d, s, reader)) co_return;
+  const std::string topic = "devices/" + d.id + "/messages/events/";
+  const std::string payload(ctx.opt.size, 'x');
+  const std::size_t window = ctx.opt.qos == 0 ? 1 : ctx.opt.inflight;
+  // Packet ids count up and at most `window` are outstanding, so a small ring indexed by id
+  // holds every send time still needed.
+  std::vector<clock_type::time_point> sent_at(1024);
+  std::uint16_t next_id = 0;
+  std::size_t outstanding = 0;
+  bool reading = true;
+  // The reader runs beside the writer; it counts acks and frees window slots.
+  asio::steady_timer wake(ex);
+  wake.expires_at(clock_type::time_point::max());
+  asio::co_spawn(ex, [&]() -> asio::awaitable<void> {
+    while (!ctx.st.stop) {
+      auto p = co_await reader.next(s);
+      if (!p) break;
+      if (const auto* ack = std::get_if<hub::mqtt::puback>(&*p)) {
+        if (ctx.st.measuring) {
+          ++ctx.st.acked;
+          lat.add(clock_type::now() - sent_at[ack->packet_id % sent_at.size()]);
+        }
+        --outstanding;
+        wake.cancel();
+      } else if (std::holds_alternative<hub::mqtt::pingresp>(*p)) {
+        --outstanding;
+        wake.cancel();
+      }
+    }
+    reading = false;
+    wake.cancel();
+  }, asio::detached);
+
+  auto next_send = clock_type::now() + std::chrono::microseconds(static_cast<long>(index % 1000) * 50);
+  const auto interval = per_device_rate > 0 ? std::chrono::nanoseconds(static_cast<long long>(1e9 / per_device_rate))
+                                            : std::chrono::nanoseconds(0);
+  std::string bytes;
+  std::uint64_t qos0_batch = 0;
+  while (!ctx.st.stop && reading) {
+    if (outstanding >= window) {
+      co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+      wake.expires_at(clock_type::time_point::max());
+      continue;
+    }
+    if (interval.count() > 0) {
+      const auto now = clock_type::now();
+      if (now < next_send) {
+        asio::steady_timer t(ex, next_send);
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      next_send += interval;
+    }
+    bytes.clear();
+    hub::mqtt::publish p{topic, payload, static_cast<std::uint8_t>(ctx.opt.qos), false, false, 0};
+    if (ctx.opt.qos > 0) {
+      if (++next_id == 0) next_id = 1;
+      p.packet_id = next_id;
+      sent_at[next_id % sent_at.size()] = clock_type::now();
+      ++outstanding;
+      hub::mqtt::encode(p, bytes);
+    } else {
+      // QoS 0: count what the server confirmed processing: a PINGREQ after every 64 publishes.
+      for (int i = 0; i < 64; ++i) hub::mqtt::encode(p, bytes);
+      hub::mqtt::encode(hub::mqtt::pingreq{}, bytes);
+      ++outstanding;
+      ++qos0_batch;
+    }
+    if (auto ec = co_await s.write(bytes); ec) {
+      if (!ctx.st.stop) ctx.st.error(fmt::format("write {}: {}", d.id, ec.message()));
+      break;
+    }
+    ctx.st.sent += ctx.opt.qos > 0 ? 1 : 64;
+    if (ctx.opt.qos == 0 && ctx.st.measuring) ctx.st.acked += 64;
+  }
+  s.close();
+  // Let the reader coroutine finish before the frame (and `s`) goes away.
+  while (reading) {
+    asio::steady_timer t(ex, std::chrono::milliseconds(10));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
+
+// Opens a connection, then holds it (idle) or closes it at once (connect rate).
+asio::awaitable<void> connector(const run_context& ctx, device_cred d, bool hold) {
+  auto ex = co_await asio::this_coro::executor;
+  stream s(static_cast<asio::io_context&>(ex.context()), ctx.tls);
+  packet_reader reader;
+  const bool ok = co_await open(ctx, d, s, reader);
+  if (!ok || !hold) {
+    s.close();
+    co_return;
+  }
+  while (!ctx.st.stop) {
+    asio::steady_timer t(ex, std::chrono::milliseconds(200));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  s.close();
+}
+
+std::vector<device_cred> load_devices(const options& opt) {
+  std::vector<device_cred> out;
+  std::ifstream in(opt.devices_file);
+  if (!in) throw std::runtime_error("cannot read " + opt.devices_file);
+  std::string id, secret;
+  while (in >> id >> secret && out.size() < opt.devices) out.push_back({id, secret});
+  if (out.size() < opt.devices) {
+    throw std::runtime_error(fmt::format("{} holds {} devices, {} wanted", opt.devices_file, out.size(), opt.devices));
+  }
+  return out;
+}
+
+void sleep_s(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options opt;
+  CLI::App app{"hubd-loadgen: MQTT load for hubd and mosquitto, reported per message"};
+  app.add_option("--host", opt.host, "server address");
+  app.add_option("--sni", opt.sni, "hub host name for TLS and SAS (default: --host)");
+  app.add_option("--port", opt.port, "server port");
+  app.add_flag("!--plain", opt.tls, "plain TCP instead of TLS");
+  app.add_option("--ca", opt.ca_file, "CA certificate to trust");
+  app.add_option("--mode", opt.mode, "hubd (SAS tokens) or mosquitto (user name + password)")
+      ->check(CLI::IsMember({"hubd", "mosquitto"}));
+  app.add_option("--scenario", opt.scenario, "throughput, connect or idle")
+      ->check(CLI::IsMember({"throughput", "connect", "idle"}));
+  app.add_option("--devices-file", opt.devices_file, "lines 'id secret' (key or password)")->required();
+  app.add_option("--devices", opt.devices, "connections");
+  app.add_option("--qos", opt.qos, "0 or 1")->check(CLI::Range(0, 1));
+  app.add_option("--size", opt.size, "payload bytes");
+  app.add_option("--inflight", opt.inflight, "QoS 1 publishes outstanding per connection")->check(CLI::Range(1, 512));
+  app.add_option("--rate", opt.rate, "total msgs/s (0 = as fast as acks allow)");
+  app.add_option("--warmup", opt.warmup_s, "seconds before measuring");
+  app.add_option("--duration", opt.duration_s, "seconds measured (idle: how long to hold)");
+  app.add_option("--connect-concurrency", opt.connect_concurrency, "connects in flight (connect/idle)");
+  app.add_option("--server-pid", opt.server_pid, "server process, for CPU and memory figures");
+  app.add_flag("--json", opt.json, "one JSON line instead of text");
+  CLI11_PARSE(app, argc, argv);
+  if (opt.sni.empty()) opt.sni = opt.host;
+
+  std::vector<device_cred> devices;
+  try {
+    devices = load_devices(opt);
+  } catch (const std::exception& e) {
+    std::cerr << "hubd-loadgen: " << e.what() << "\n";
+    return 2;
+  }
+
+  std::optional<ssl::context> tls;
+  if (opt.tls) {
+    tls.emplace(ssl::context::tls_client);
+    if (!opt.ca_file.empty()) {
+      tls->load_verify_file(opt.ca_file);
+    } else {
+      tls->set_default_verify_paths();
+    }
+  }
+  asio::io_context ioc(1);
+  stats st;
+  st.latency.resize(1);
+  run_context ctx{opt, st, tcp::endpoint(asio::ip::make_address(opt.host), opt.port), tls ? &*tls : nullptr, opt.sni};
+
+  const int self = static_cast<int>(getpid());
+  const long rss_before = opt.server_pid ? rss_kib(opt.server_pid) : 0;
+  std::vector<std::thread> threads;
+  auto run_threads = [&] {
+    threads.emplace_back([&] { ioc.run(); });
+  };
+  auto guard = asio::make_work_guard(ioc);
+
+  if (opt.scenario == "throughput") {
+    const double per_device = opt.rate > 0 ? opt.rate / static_cast<double>(devices.size()) : 0;
+    for (std::size_t i = 0; i < devices.size(); ++i) {
+      asio::co_spawn(ioc, publisher(ctx, devices[i], i, st.latency[0], per_device), asio::detached);
+    }
+    run_threads();
+    sleep_s(opt.warmup_s);
+    const double srv0 = opt.server_pid ? cpu_seconds(opt.server_pid) : 0, gen0 = cpu_seconds(self);
+    const auto t0 = clock_type::now();
+    st.measuring = true;
+    sleep_s(opt.duration_s);
+    st.measuring = false;
+    const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+    const double srv = opt.server_pid ? cpu_seconds(opt.server_pid) - srv0 : 0, gen = cpu_seconds(self) - gen0;
+    st.stop = true;
+    const auto msgs = static_cast<double>(st.acked.load());
+    const auto& h = st.latency[0];
+    if (opt.json) {
+      std::cout << fmt::format(
+          R"({{"scenario":"throughput","mode":"{}","connections":{},"connected":{},"qos":{},"size":{},"msgs_per_s":{:.0f},)"
+          R"("server_cpu_us_per_msg":{:.2f},"loadgen_cpu_us_per_msg":{:.2f},"p50_ms":{:.3f},"p99_ms":{:.3f},"p999_ms":{:.3f},"errors":{}}})",
+          opt.mode, devices.size(), st.connected.load(), opt.qos, opt.size, msgs / secs,
+          msgs > 0 ? srv * 1e6 / msgs : 0, msgs > 0 ? gen * 1e6 / msgs : 0, h.percentile_ms(0.5), h.percentile_ms(0.99),
+          h.percentile_ms(0.999), st.errors.load())
+                << std::endl;
+    } else {
+      std::cout << fmt::format("{} {} connections ({} connected), QoS {}, {} B: {:.0f} msgs/s over {:.1f} s\n", opt.mode,
+                               devices.size(), st.connected.load(), opt.qos, opt.size, msgs / secs, secs)
+                << fmt::format("  server CPU {:.2f} µs/msg, loadgen CPU {:.2f} µs/msg\n",
+                               msgs > 0 ? srv * 1e6 / msgs : 0, msgs > 0 ? gen * 1e6 / msgs : 0)
+                << fmt::format("  publish->PUBACK p50 {:.3f} ms, p99 {:.3f} ms, p99.9 {:.3f} ms ({} samples)\n",
+                               h.percentile_ms(0.5), h.percentile_ms(0.99), h.percentile_ms(0.999), h.count())
+                << fmt::format("  errors: {}{}\n", st.errors.load(),
+                               st.first_error.empty() ? "" : " (first: " + st.first_error + ")");
+    }
+  } else {
+    // connect / idle: open every connection with bounded concurrency.
+    const bool hold = opt.scenario == "idle";
+    auto next = std::make_shared<std::atomic<std::size_t>>(0);
+    auto worker = [&ctx, &devices, next, hold]() -> asio::awaitable<void> {
+      for (std::size_t i = (*next)++; i < devices.size(); i = (*next)++) {
+        if (hold) {
+          asio::co_spawn(co_await asio::this_coro::executor, connector(ctx, devices[i], true), asio::detached);
+          // Wait for this one to finish its CONNECT before starting the next.
+          const auto want = i + 1;
+          while (ctx.st.connected + ctx.st.errors < want && !ctx.st.stop) {
+            asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::microseconds(200));
+            co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+          }
+        } else {
+          co_await connector(ctx, devices[i], false);
+        }
+      }
+    };
+    const double srv0 = opt.server_pid ? cpu_seconds(opt.server_pid) : 0;
+    const auto t0 = clock_type::now();
+    const std::size_t workers = hold ? 1 : opt.connect_concurrency;
+    for (std::size_t i = 0; i < workers; ++i) asio::co_spawn(ioc, worker(), asio::detached);
+    run_threads();
+    while (st.connected + st.errors < devices.size()) sleep_s(0.05);
+    const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+    const double srv = opt.server_pid ? cpu_seconds(opt.server_pid) - srv0 : 0;
+    if (hold) {
+      sleep_s(std::min(opt.duration_s, 5.0));  // let the server settle
+      const long rss_after = opt.server_pid ? rss_kib(opt.server_pid) : 0;
+      const double per_conn_kb = static_cast<double>(rss_after - rss_before) * 1024.0 / 1000.0 /
+                                 static_cast<double>(std::max<std::uint64_t>(1, st.connected));
+      if (opt.json) {
+        std::cout << fmt::format(R"({{"scenario":"idle","mode":"{}","connections":{},"rss_before_kib":{},"rss_after_kib":{},"kb_per_connection":{:.2f},"errors":{}}})",
+                                 opt.mode, st.connected.load(), rss_before, rss_after, per_conn_kb, st.errors.load())
+                  << std::endl;
+      } else {
+        std::cout << fmt::format("{}: {} idle connections: server RSS {} -> {} KiB, {:.2f} KB per connection, errors {}\n",
+                                 opt.mode, st.connected.load(), rss_before, rss_after, per_conn_kb, st.errors.load());
+      }
+    } else if (opt.json) {
+      std::cout << fmt::format(R"({{"scenario":"connect","mode":"{}","connects":{},"connects_per_s":{:.0f},"server_cpu_ms_per_connect":{:.3f},"errors":{}}})",
+                               opt.mode, st.connected.load(), static_cast<double>(st.connected) / secs,
+                               st.connected ? srv * 1e3 / static_cast<double>(st.connected) : 0, st.errors.load())
+                << std::endl;
+    } else {
+      std::cout << fmt::format("{}: {} connects in {:.2f} s = {:.0f}/s, server CPU {:.3f} ms per connect, errors {}{}\n",
+                               opt.mode, st.connected.load(), secs, static_cast<double>(st.connected) / secs,
+                               st.connected ? srv * 1e3 / static_cast<double>(st.connected) : 0, st.errors.load(),
+                               st.first_error.empty() ? "" : " (first: " + st.first_error + ")");
+    }
+    st.stop = true;
+  }
+  sleep_s(0.3);
+  guard.reset();
+  ioc.stop();
+  for (auto& t : threads) t.join();
+  return st.errors > 0 && st.connected == 0 ? 1 : 0;
+}
