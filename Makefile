@@ -1,6 +1,7 @@
 # hubd's entry points. On a fresh Debian 12 machine, as root:
 #   make run     install what is missing, build the release hubd and start it
 #   make test    install what is missing, build the ci preset and run every test (unit + compat)
+#   make bench   hubd against mosquitto with the same load generator (bench/run.sh)
 # Variables: DATA (hubd's data folder, default ./hubd-data), HUBD_ARGS (more hubd flags, e.g.
 # "--hostname myhub.local"), CTEST_ARGS (e.g. "-L compat" or "-R registry").
 
@@ -8,7 +9,7 @@ DATA ?= ./hubd-data
 HUBD_ARGS ?=
 CTEST_ARGS ?=
 
-.PHONY: deps build run test clean
+.PHONY: deps build run test bench bench-quick clean
 
 deps:
 	scripts/install-deps
@@ -28,6 +29,13 @@ run: deps build/release/CMakeCache.txt
 test: deps build/ci/CMakeCache.txt
 	cmake --build --preset ci
 	ctest --test-dir build/ci --output-on-failure -j2 $(CTEST_ARGS)
+
+# hubd against mosquitto on this machine (bench/run.sh; results go in docs/benchmarks.md).
+bench: deps
+	bench/run.sh full
+
+bench-quick: deps
+	bench/run.sh quick
 
 clean:
 	rm -rf build

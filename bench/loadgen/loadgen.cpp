@@ -10,6 +10,7 @@
 //
 // One io_context thread: on a 2-core machine the other core is the server's, and the device
 // coroutines share state without locks.
+#include "bench/loadgen/create_devices.hpp"
 #include "codec/mqtt/codec.hpp"
 #include "domain/auth/sas.hpp"
 
@@ -56,7 +57,9 @@ struct options {
   bool tls = true;
   std::string ca_file;
   std::string mode = "hubd";     // hubd | mosquitto
-  std::string scenario = "throughput";  // throughput | connect | idle
+  std::string scenario = "throughput";  // throughput | connect | idle | create
+  std::string connection_string;        // create: a hub policy with RegistryWrite
+  std::uint16_t https_port = 443;
   std::string devices_file;      // lines "deviceId key" (hubd) or "user password" (mosquitto)
   std::size_t devices = 100;
   int qos = 1;
@@ -392,8 +395,12 @@ int main(int argc, char** argv) {
   app.add_option("--ca", opt.ca_file, "CA certificate to trust");
   app.add_option("--mode", opt.mode, "hubd (SAS tokens) or mosquitto (user name + password)")
       ->check(CLI::IsMember({"hubd", "mosquitto"}));
-  app.add_option("--scenario", opt.scenario, "throughput, connect or idle")
-      ->check(CLI::IsMember({"throughput", "connect", "idle"}));
+  app.add_option("--scenario", opt.scenario,
+                 "throughput, connect, idle; or create: make --devices devices through the registry API "
+                 "and write them to --devices-file")
+      ->check(CLI::IsMember({"throughput", "connect", "idle", "create"}));
+  app.add_option("--connection-string", opt.connection_string, "create: the hub's iothubowner connection string");
+  app.add_option("--https-port", opt.https_port, "create: the hub's REST port");
   app.add_option("--devices-file", opt.devices_file, "lines 'id secret' (key or password)")->required();
   app.add_option("--devices", opt.devices, "connections");
   app.add_option("--qos", opt.qos, "0 or 1")->check(CLI::Range(0, 1));
@@ -407,6 +414,18 @@ int main(int argc, char** argv) {
   app.add_flag("--json", opt.json, "one JSON line instead of text");
   CLI11_PARSE(app, argc, argv);
   if (opt.sni.empty()) opt.sni = opt.host;
+
+  if (opt.scenario == "create") {
+    try {
+      loadgen::create_devices({opt.connection_string, opt.host, opt.https_port, opt.ca_file, opt.devices, "bench-",
+                               opt.devices_file});
+    } catch (const std::exception& e) {
+      std::cerr << "hubd-loadgen: " << e.what() << "\n";
+      return 1;
+    }
+    std::cout << "created " << opt.devices << " devices in " << opt.devices_file << "\n";
+    return 0;
+  }
 
   std::vector<device_cred> devices;
   try {
