@@ -35,8 +35,8 @@ struct segment {
   std::int64_t last_ms = 0;
   std::uint64_t last_pos = 0;
   std::vector<index_entry> index;         // every index_every-th record
-  // A newer segment existed when this one was last scanned: the writer has left it, so its
-  // size is final and it needs no more looking at.
+  // Verified to its final end: a newer segment existed when it was scanned, so the writer had
+  // left it for good.
   bool sealed = false;
 
   segment() = default;
@@ -59,14 +59,16 @@ struct segment {
     sealed = false;
   }
 
-  // Verifies records from `end` up to the file's current size.
-  void extend(std::uint64_t file_size) {
+  // Verifies records from `end` up to the file's current size; returns the bytes verified.
+  std::uint64_t extend(std::uint64_t file_size) {
+    const std::uint64_t from = end;
     end = sf::scan(fd, end, file_size, end_sequence(), [&](const sf::record_info& r) {
       if (count % index_every == 0) index.push_back({r.sequence, r.pos});
       last_ms = r.enqueued_ms;
       last_pos = r.pos;
       ++count;
     });
+    return end - from;
   }
 };
 
@@ -76,14 +78,28 @@ error io_error(const std::string& what, const fs::path& path) {
 
 }  // namespace
 
+// Verification is lazy for old segments: refresh() verifies the two newest segments of each
+// partition (the one being written and, right after a roll, the one before it, which holds the
+// newest record), and read() verifies an older one only when it reads from it. So opening a log
+// to follow it from its end costs two segments, not the whole retention period. Until then, an
+// older segment's range ends where the next segment's header says it starts.
 struct event_log_reader::impl {
   struct partition {
     fs::path dir;
     std::vector<std::unique_ptr<segment>> segments;   // oldest first
+
+    // One past the last sequence of segment i: verified for the newest and sealed segments,
+    // claimed by the next segment's header for an older one not verified yet.
+    std::int64_t end_sequence_of(std::size_t i) const {
+      const segment& s = *segments[i];
+      if (s.sealed || i + 1 == segments.size()) return s.end_sequence();
+      return segments[i + 1]->base_sequence;
+    }
   };
 
   fs::path dir;
   std::vector<partition> parts;
+  std::uint64_t bytes_verified = 0;
 
   // p0, p1, ... as long as they exist; partitions are only ever added (hubd makes them all at
   // its first start).
@@ -96,7 +112,21 @@ struct event_log_reader::impl {
     }
   }
 
-  static result<void> refresh(partition& p) {
+  // Verifies what was added to segment i since the last look. `newer_exists` must have been
+  // seen before this call's fstat: then the writer is done with the segment and its size final.
+  result<void> verify(segment& s, bool newer_exists) {
+    if (s.sealed) return {};
+    struct stat st {};
+    if (::fstat(s.fd, &st) != 0) return io_error("cannot stat", s.path);
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    // Shorter than what was verified: hubd cut a failed write off. Verify again.
+    if (size < s.end) s.forget_records();
+    if (size > s.end) bytes_verified += s.extend(size);
+    s.sealed = newer_exists;
+    return {};
+  }
+
+  result<void> refresh(partition& p) {
     std::error_code ec;
     std::vector<std::string> names;
     for (const auto& entry : fs::directory_iterator(p.dir, ec)) {
@@ -136,18 +166,9 @@ struct event_log_reader::impl {
       p.segments.push_back(std::move(seg));
     }
 
-    for (std::size_t i = 0; i < p.segments.size(); ++i) {
-      segment& s = *p.segments[i];
-      if (s.sealed) continue;
-      // Listed before this fstat: if a newer segment exists, the writer is done with this one.
-      const bool newer_exists = i + 1 < p.segments.size();
-      struct stat st {};
-      if (::fstat(s.fd, &st) != 0) return io_error("cannot stat", s.path);
-      const auto size = static_cast<std::uint64_t>(st.st_size);
-      // Shorter than what was verified: hubd cut a failed write off. Verify again.
-      if (size < s.end) s.forget_records();
-      if (size > s.end) s.extend(size);
-      s.sealed = newer_exists;
+    const std::size_t n = p.segments.size();
+    for (std::size_t i = n < 2 ? 0 : n - 2; i < n; ++i) {
+      if (auto r = verify(*p.segments[i], i + 1 < n); !r) return r;
     }
     return {};
   }
@@ -174,7 +195,7 @@ std::uint32_t event_log_reader::partitions() const noexcept { return static_cast
 result<void> event_log_reader::refresh() {
   impl_->discover_partitions();
   for (auto& p : impl_->parts) {
-    if (auto r = impl::refresh(p); !r) return r;
+    if (auto r = impl_->refresh(p); !r) return r;
   }
   return {};
 }
@@ -186,10 +207,13 @@ result<std::vector<log_record>> event_log_reader::read(std::uint32_t partition, 
   auto& p = impl_->parts[partition];
   std::size_t bytes = 0;
   std::string scratch;
-  for (auto& sp : p.segments) {
-    segment& s = *sp;
+  for (std::size_t i = 0; i < p.segments.size(); ++i) {
+    segment& s = *p.segments[i];
     if (out.size() >= max_records) break;
-    if (s.end_sequence() <= from_sequence) continue;
+    if (p.end_sequence_of(i) <= from_sequence) continue;
+    if (i + 1 < p.segments.size()) {
+      if (auto r = impl_->verify(s, true); !r) return r.error();
+    }
     std::uint64_t pos = sf::header_bytes;
     std::int64_t expected = s.base_sequence;
     auto it = std::upper_bound(s.index.begin(), s.index.end(), from_sequence,
@@ -232,15 +256,20 @@ partition_stats event_log_reader::stats(std::uint32_t partition) const {
   st.begin_sequence = segs.front()->base_sequence;
   st.last_sequence = segs.back()->end_sequence() - 1;
   st.empty = segs.back()->end_sequence() == st.begin_sequence;
-  for (auto it = segs.rbegin(); it != segs.rend(); ++it) {
-    if ((*it)->count > 0) {
-      st.last_enqueued_ms = (*it)->last_ms;
-      st.last_offset = (*it)->offset_at((*it)->last_pos);
+  // The newest record is in the newest segment, or in the one before right after a roll; both
+  // are verified by refresh().
+  for (std::size_t k = 0; k < 2 && k < segs.size(); ++k) {
+    const segment& s = *segs[segs.size() - 1 - k];
+    if (s.count > 0) {
+      st.last_enqueued_ms = s.last_ms;
+      st.last_offset = s.offset_at(s.last_pos);
       break;
     }
   }
   return st;
 }
+
+std::uint64_t event_log_reader::bytes_verified() const noexcept { return impl_->bytes_verified; }
 
 std::int64_t event_log_reader::end_sequence(std::uint32_t partition) const {
   if (partition >= impl_->parts.size()) return 0;

@@ -12,7 +12,8 @@
 // refresh() re-lists the partitions' segment files: new records in the newest segment, new
 // segments (a roll), and segments deleted by retention. Reads see only what the last refresh()
 // found. A segment file that is still shorter than its header (being created) is ignored until
-// it has one.
+// it has one. Older segments are verified only when read() reaches them, so following a long
+// log from its end does not read the whole log first.
 //
 // What the reader sees is what is in the file system, which is one step ahead of the writer's
 // acknowledgement: a record becomes visible once hubd has written it, possibly before its
@@ -59,6 +60,9 @@ class event_log_reader {
 
   // The sequence the next record of the partition will have (one past the verified end).
   std::int64_t end_sequence(std::uint32_t partition) const;
+
+  // Bytes of records verified (CRC-checked) so far, for tests and diagnostics.
+  std::uint64_t bytes_verified() const noexcept;
 
   struct impl;
 
