@@ -23,6 +23,8 @@ expect these ports:
         ignore any port in HostName, so they need 443
   8883  MQTT (device SDKs)
   5671  AMQP (device and service SDKs, Event Hubs-compatible endpoint)
+Device-to-cloud telemetry (MQTT, later AMQP and HTTPS) is acknowledged once it is on disk in
+the event log, DIR/events, split into --partitions partitions and kept for --retention.
 On a shared machine give each hub its own loopback address (127.x.y.z) instead of other ports:
   hubd --data /tmp/hub1 --hostname 127.0.0.2 --listen 127.0.0.2
 )";
@@ -44,9 +46,34 @@ bool valid_host_name(const std::string& name) {
   return name.front() != '.' && name.front() != '-';
 }
 
+}  // namespace
+
+std::optional<std::chrono::seconds> parse_duration(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  std::int64_t unit = 1;
+  switch (text.back()) {
+    case 's': unit = 1; text.remove_suffix(1); break;
+    case 'm': unit = 60; text.remove_suffix(1); break;
+    case 'h': unit = 3600; text.remove_suffix(1); break;
+    case 'd': unit = 86400; text.remove_suffix(1); break;
+    default: break;
+  }
+  if (text.empty() || text.size() > 9) return std::nullopt;
+  std::int64_t n = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  if (n == 0) return std::nullopt;
+  return std::chrono::seconds(n * unit);
+}
+
+namespace {
+
 parse_outcome parse(std::vector<std::string> args_reversed) {
   config cfg;
   std::string data_dir;
+  std::string retention = "1d";
 
   CLI::App app(description, "hubd");
   app.get_formatter()->column_width(30);
@@ -86,6 +113,20 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
       ->type_name("LEVEL")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--partitions", cfg.partitions,
+                 "Partitions of the event log (device-to-cloud telemetry, DIR/events), as an IoT\n"
+                 "hub's partition count: fixed once the log exists")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 128));
+  app.add_option("--retention", retention,
+                 "How long telemetry stays in the event log: 90m, 24h, 7d (whole segments are\n"
+                 "deleted once their newest message is older)")
+      ->type_name("DURATION")
+      ->capture_default_str()
+      ->check([](const std::string& v) {
+        return parse_duration(v) ? std::string{} : std::string("not a duration like 90m, 24h or 7d: ") + v;
+      });
   app.add_flag("--init", cfg.init_only,
                "Create the data folder, hub identity and certificates, print them and exit");
 
@@ -101,6 +142,7 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
 
   // Ports: CLI11 already rejected anything that does not fit in 16 bits.
   cfg.data_dir = data_dir.empty() ? default_data_dir() : std::filesystem::path(data_dir);
+  cfg.retention = *parse_duration(retention);  // checked above
   return cfg;
 }
 

@@ -2,9 +2,12 @@
 // hubd's typed configuration: command line, optionally on top of a config file (--config FILE, an
 // INI/TOML file with the same keys as the long options, e.g. `https-port = 8443`). Command-line
 // values win over the file.
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -21,7 +24,12 @@ struct config {
   std::uint16_t amqp_port = 5671;
   std::string log_level = "info";
   bool init_only = false;               // --init: create the data folder, print it, exit
+  std::uint32_t partitions = 4;         // event log (telemetry) partitions; fixed once the log exists
+  std::chrono::seconds retention{std::chrono::hours(24)};  // how long telemetry stays readable
 };
+
+// "90s", "30m", "24h", "1d", "7d" (or plain seconds, "3600"): nullopt when malformed or zero.
+std::optional<std::chrono::seconds> parse_duration(std::string_view text);
 
 // Parsing ended without a config to run: --help or --version (code 0, text for stdout), or a
 // usage error (code != 0, text for stderr).

@@ -6,7 +6,9 @@
 //   DIR/ca.key       its private key (0600)
 //   DIR/server.pem   the server certificate, followed by the CA chain
 //   DIR/server.key   its private key (0600)
-//   DIR/db/          RocksDB
+//   DIR/db/          RocksDB: registry (devices, modules, their connection state)
+//   DIR/events/      the event log: device-to-cloud telemetry, p<N>/<first sequence>.seg per
+//                    partition, whole segments deleted after the retention period
 //
 // Light on purpose (no Asio): hubctl links it to read the identity without a running hubd.
 // Everything here runs at startup or in a CLI, so failures throw startup_error with a one-line
@@ -38,6 +40,7 @@ struct data_layout {
   std::filesystem::path server_cert() const { return dir / "server.pem"; }
   std::filesystem::path server_key() const { return dir / "server.key"; }
   std::filesystem::path db() const { return dir / "db"; }
+  std::filesystem::path events() const { return dir / "events"; }
 };
 
 // $HUBD_DATA if set; else /var/lib/hubd for root; else $XDG_DATA_HOME/hubd or ~/.local/share/hubd.

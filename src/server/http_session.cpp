@@ -3,6 +3,8 @@
 // One of the two heavy TUs of the server (the other is listener.cpp).
 #include "base/text.hpp"
 #include "heads/http/router.hpp"
+#include "heads/mqtt/session.hpp"
+#include "domain/certificates/peer_chain.hpp"
 #include "server/session.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -13,6 +15,8 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/beast/websocket/stream.hpp>
 
 #include <fmt/format.h>
 
@@ -23,6 +27,7 @@ namespace hub::server {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace websocket = boost::beast::websocket;
 using boost::system::error_code;
 
 namespace {
@@ -119,6 +124,75 @@ asio::awaitable<void> refuse(tls_stream& stream, beast::flat_buffer& buffer, bea
   if (written) co_await drain(stream, buffer);
 }
 
+// The path IoT Hub serves WebSockets on, for MQTT (subprotocol "mqtt") and AMQP ("AMQPWSB10").
+constexpr std::string_view websocket_path = "/$iothub/websocket";
+
+// True if the comma-separated Sec-WebSocket-Protocol list offers `protocol`.
+bool offers_subprotocol(std::string_view offered, std::string_view protocol) {
+  for (std::string_view item : text::split(offered, ',')) {
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (text::iequals(item, protocol)) return true;
+  }
+  return false;
+}
+
+using ws_stream = websocket::stream<tls_stream&>;
+
+// MQTT over WebSockets (MqttWs): MQTT's bytes in binary messages, split anywhere.
+class ws_transport final : public mqtt_head::transport {
+ public:
+  explicit ws_transport(ws_stream& ws) : ws_(ws) {}
+
+  asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, error_code& ec) override {
+    auto [e, n] = co_await ws_.async_read_some(buf, asio::as_tuple(asio::use_awaitable));
+    // A WebSocket close frame is the device hanging up, as EOF is on TLS.
+    ec = e == websocket::error::closed ? error_code(asio::error::eof) : e;
+    co_return n;
+  }
+  asio::awaitable<void> write(asio::const_buffer buf, error_code& ec) override {
+    auto [e, n] = co_await ws_.async_write(buf, asio::as_tuple(asio::use_awaitable));
+    ec = e;
+  }
+  void close() noexcept override {
+    auto& tcp = beast::get_lowest_layer(ws_);
+    error_code ec;
+    tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    tcp.close();
+  }
+  certificates::client_chain peer_certificates() const override {
+    return certificates::client_chain_of(ws_.next_layer().native_handle());
+  }
+  std::string_view name() const noexcept override { return "mqtt-ws"; }
+
+ private:
+  ws_stream& ws_;
+};
+
+// Completes the upgrade (101 with Sec-WebSocket-Protocol: mqtt, which the ws client insists on)
+// and runs the MQTT session over the WebSocket. The caller owns `stream` and co_awaits this.
+asio::awaitable<session_end> serve_mqtt_over_websocket(tls_stream& stream, const bhttp::request<bhttp::string_body>& req,
+                                                       const session_context& ctx, const connection_info& conn) {
+  ws_stream ws(stream);
+  ws.set_option(websocket::stream_base::decorator(
+      [](websocket::response_type& res) { res.set(bhttp::field::sec_websocket_protocol, "mqtt"); }));
+  ws.binary(true);
+  // A message holds one or a few MQTT packets; the MQTT session bounds the packet size itself.
+  ws.read_message_max(4 * 1024 * 1024);
+  auto& tcp_layer = beast::get_lowest_layer(stream);
+  tcp_layer.expires_after(ctx.limits.request_timeout);
+  auto [ec] = co_await ws.async_accept(req, asio::as_tuple(asio::use_awaitable));
+  tcp_layer.expires_never();
+  if (ec) {
+    ctx.log->info("connection {} from {}: WebSocket upgrade failed: {}", conn.id, conn.peer, ec.message());
+    co_return session_end::peer_closed;
+  }
+  ws_transport transport(ws);
+  const mqtt_head::connection_info info{conn.id, conn.peer};
+  co_await mqtt_head::run_session(transport, {}, *ctx.mqtt, info);
+  co_return session_end::peer_closed;  // the MQTT session closed the socket
+}
+
 beast_response too_large(unsigned version, const session_context& ctx) {
   const std::string text = fmt::format("Request body exceeds the limit of {} bytes", ctx.limits.max_body_bytes);
   return rejection(version, make_error(errc::message_too_large, text), ctx);
@@ -171,10 +245,15 @@ asio::awaitable<session_end> run_http_session(tls_stream& stream, beast::flat_bu
     }
 
     if (is_websocket_upgrade(parser)) {
-      // MQTT and AMQP over WebSockets (GET /$iothub/websocket, subprotocols "mqtt" and "AMQPWSB10")
-      // will be accepted here: websocket::stream over `stream`, then the MQTT / AMQP head with
-      // the WebSocket stream instead of the TLS stream.
-      ctx.log->info("connection {}: WebSocket upgrade to {} is not served yet", conn.id, path_of(parser.get().target()));
+      const std::string_view offered = parser.get()[bhttp::field::sec_websocket_protocol];
+      const bool iothub_path = path_of(parser.get().target()) == websocket_path;
+      // The client waits for 101 before it sends a frame; bytes already here would be lost.
+      if (iothub_path && ctx.mqtt && offers_subprotocol(offered, "mqtt") && buffer.size() == 0) {
+        co_return co_await serve_mqtt_over_websocket(stream, parser.get(), ctx, conn);
+      }
+      // AMQP over WebSockets (subprotocol "AMQPWSB10") joins here with the AMQP head, the same way.
+      ctx.log->info("connection {}: WebSocket upgrade to {} ({}) is not served", conn.id, path_of(parser.get().target()),
+                    offered);
       beast_response rejected = rejection(
           parser.get().version(), make_error(errc::invalid_operation, "WebSocket connections are not supported yet"), ctx);
       co_await refuse(stream, buffer, rejected, ctx);

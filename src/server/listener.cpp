@@ -3,7 +3,9 @@
 #include "server/listener.hpp"
 
 #include "base/log.hpp"
+#include "heads/mqtt/session.hpp"
 #include "server/files.hpp"
+#include "domain/certificates/peer_chain.hpp"
 #include "server/session.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -18,6 +20,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 
 #include <fmt/format.h>
@@ -81,8 +84,47 @@ ssl::context make_tls_context(const listener_options& opts) {
   if (ec) throw startup_error(fmt::format("cannot load TLS key {}: {}", opts.key_file.string(), ec.message()));
   if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
     throw startup_error(fmt::format("{} does not match {}", opts.key_file.string(), opts.cert_chain_file.string()));
+  // X.509 devices: ask every client for a certificate but judge none at handshake time (SAS
+  // devices and the service SDKs send none). The MQTT head checks what was presented against the
+  // identity the CONNECT claims; the handshake itself proves the client holds the private key.
+  SSL_CTX_set_verify(ctx.native_handle(), SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
+  // No session resumption: a resumed session keeps the client's leaf certificate but not the
+  // intermediates it sent, so a CA-signed device would fail on reconnect. Devices reconnect
+  // rarely (the SDK's token renewal: every 45 minutes), and HTTP clients keep connections alive.
+  SSL_CTX_set_session_cache_mode(ctx.native_handle(), SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(ctx.native_handle(), SSL_OP_NO_TICKET);
+  SSL_CTX_set_num_tickets(ctx.native_handle(), 0);
+  // Idle connections should hold little memory: OpenSSL frees its read/write buffers between records.
+  SSL_CTX_set_mode(ctx.native_handle(), SSL_MODE_RELEASE_BUFFERS);
   return ctx;
 }
+
+// MQTT straight over the TLS stream (port 8883, or any port where MQTT is detected).
+class tls_transport final : public mqtt_head::transport {
+ public:
+  explicit tls_transport(tls_stream& s) : s_(s) {}
+
+  asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, error_code& ec) override {
+    auto [e, n] = co_await s_.async_read_some(buf, asio::as_tuple(asio::use_awaitable));
+    ec = e;
+    co_return n;
+  }
+  asio::awaitable<void> write(asio::const_buffer buf, error_code& ec) override {
+    auto [e, n] = co_await asio::async_write(s_, buf, asio::as_tuple(asio::use_awaitable));
+    ec = e;
+  }
+  void close() noexcept override {
+    auto& tcp = beast::get_lowest_layer(s_);
+    error_code ec;
+    tcp.socket().shutdown(tcp::socket::shutdown_both, ec);
+    tcp.close();
+  }
+  certificates::client_chain peer_certificates() const override { return certificates::client_chain_of(s_.native_handle()); }
+  std::string_view name() const noexcept override { return "mqtt"; }
+
+ private:
+  tls_stream& s_;
+};
 
 // One io_context with its own thread: a connection lives on one worker for its whole life, so its
 // session needs no strand.
@@ -132,7 +174,7 @@ std::string bound_endpoint::to_string() const {
 }
 
 struct listeners::impl {
-  impl(listener_options o, const http::router& r, const clock& c);
+  impl(listener_options o, const http::router& r, const clock& c, const mqtt_head::services* mqtt);
 
   void bind_all();
   bool try_bind(const asio::ip::address& address, const listen_port& port, error_code& ec);
@@ -150,6 +192,7 @@ struct listeners::impl {
   std::vector<std::unique_ptr<worker>> workers_;
   asio::thread_pool route_pool_;
   ssl::context tls_;
+  std::optional<mqtt_head::session_context> mqtt_ctx_;
   session_context session_ctx_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::vector<bound_endpoint> endpoints_;
@@ -163,7 +206,7 @@ struct listeners::impl {
   bool ran_ = false;
 };
 
-listeners::impl::impl(listener_options o, const http::router& r, const clock& c)
+listeners::impl::impl(listener_options o, const http::router& r, const clock& c, const mqtt_head::services* mqtt)
     : opts_(std::move(o)),
       workers_([&] {
         std::size_t n = opts_.io_threads ? opts_.io_threads : std::thread::hardware_concurrency();
@@ -173,7 +216,10 @@ listeners::impl::impl(listener_options o, const http::router& r, const clock& c)
       }()),
       route_pool_(std::max<std::size_t>(opts_.route_threads, 1)),
       tls_(make_tls_context(opts_)),
-      session_ctx_{r, c, route_pool_.get_executor(), opts_.http, hub::log::get("http")} {
+      mqtt_ctx_(mqtt ? std::optional<mqtt_head::session_context>(std::in_place, *mqtt, route_pool_.get_executor(),
+                                                                  mqtt_head::session_options{}, hub::log::get("mqtt"))
+                     : std::nullopt),
+      session_ctx_{r, c, route_pool_.get_executor(), opts_.http, hub::log::get("http"), mqtt_ctx_ ? &*mqtt_ctx_ : nullptr} {
   // Registered now, before hubd prints "hubd ready": a SIGTERM that arrives before run() starts
   // waiting is queued by the signal_set instead of killing the process.
   signals_.emplace(workers_[0]->ioc, SIGINT, SIGTERM);
@@ -340,9 +386,14 @@ asio::awaitable<session_end> listeners::impl::serve_connection(tls_stream& strea
 
   const std::string_view seen = first_bytes();
   if (static_cast<std::uint8_t>(seen[0]) == mqtt_connect_byte) {
-    // The MQTT head (heads/mqtt) will take `stream` and `buffer` from here.
-    log_->info("connection {} from {}: MQTT is not served yet; closing", conn.id, conn.peer);
-    co_return session_end::we_close;
+    if (!mqtt_ctx_) {
+      log_->info("connection {} from {}: MQTT is not served; closing", conn.id, conn.peer);
+      co_return session_end::we_close;
+    }
+    tls_transport transport(stream);
+    const mqtt_head::connection_info info{conn.id, conn.peer};
+    co_await mqtt_head::run_session(transport, seen, *mqtt_ctx_, info);
+    co_return session_end::peer_closed;  // the MQTT session closed the socket
   }
   if (seen.starts_with("AMQP")) {
     // The AMQP head (heads/amqp, Proton connection_driver) will take `stream` and `buffer` from here.
@@ -387,8 +438,9 @@ void listeners::impl::close_everything() {
   }
 }
 
-listeners::listeners(listener_options options, const http::router& router, const clock& clk)
-    : impl_(std::make_unique<impl>(std::move(options), router, clk)) {}
+listeners::listeners(listener_options options, const http::router& router, const clock& clk,
+                     const mqtt_head::services* mqtt)
+    : impl_(std::make_unique<impl>(std::move(options), router, clk, mqtt)) {}
 
 listeners::~listeners() {
   // run() was never called or already returned: nothing runs, the members clean up.

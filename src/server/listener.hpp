@@ -5,7 +5,8 @@
 //
 // Lifecycle: construct (loads the TLS context, binds every port: failures throw startup_error),
 // read endpoints(), then run() on the main thread until stop() or SIGINT/SIGTERM. run() returns
-// after the sessions are closed and every thread is joined. The router and clock must outlive it.
+// after the sessions are closed and every thread is joined. The router, clock and MQTT services
+// must outlive it.
 #include "base/clock.hpp"
 
 #include <chrono>
@@ -18,6 +19,9 @@
 
 namespace hub::http {
 class router;
+}
+namespace hub::mqtt_head {
+struct services;
 }
 
 namespace hub::server {
@@ -55,7 +59,9 @@ struct bound_endpoint {
 
 class listeners {
  public:
-  listeners(listener_options options, const http::router& router, const clock& clk);
+  // `mqtt` null: MQTT connections (direct or over WebSockets) are detected but refused.
+  listeners(listener_options options, const http::router& router, const clock& clk,
+            const mqtt_head::services* mqtt = nullptr);
   ~listeners();
   listeners(const listeners&) = delete;
   listeners& operator=(const listeners&) = delete;

@@ -3,20 +3,29 @@
 #include "base/clock.hpp"
 #include "base/log.hpp"
 #include "domain/auth/service.hpp"
+#include "domain/certificates/service.hpp"
+#include "domain/connections/connection_table.hpp"
 #include "domain/registry/service.hpp"
+#include "domain/telemetry/service.hpp"
 #include "heads/http/router.hpp"
+#include "heads/mqtt/services.hpp"
+#include "heads/mqtt/session_store.hpp"
 #include "server/config.hpp"
 #include "server/files.hpp"
 #include "server/listener.hpp"
 #include "server/tls_material.hpp"
+#include "storage/event_log.hpp"
 #include "storage/kv.hpp"
 
 #include <fmt/format.h>
 
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <variant>
 
 namespace {
@@ -40,6 +49,54 @@ std::string join(const std::vector<std::string>& items, std::string_view sep) {
   }
   return out;
 }
+
+// The partition count is fixed when the event log is created, as an IoT hub's is: a device's
+// messages go to partition hash(id) % count, so another count would scatter them.
+void check_partitions(const fs::path& events_dir, std::uint32_t wanted) {
+  std::error_code ec;
+  if (!fs::is_directory(events_dir, ec)) return;
+  std::uint32_t existing = 0;
+  for (const auto& entry : fs::directory_iterator(events_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && name.size() > 1 && name[0] == 'p' &&
+        name.find_first_not_of("0123456789", 1) == std::string::npos) {
+      ++existing;
+    }
+  }
+  if (existing != 0 && existing != wanted) {
+    throw startup_error(fmt::format("the event log {} has {} partitions; --partitions {} cannot change that "
+                                    "(start with --partitions {}, or a new data folder)",
+                                    events_dir.string(), existing, wanted, existing));
+  }
+}
+
+// Deletes expired telemetry segments once a minute, on its own thread (file deletions block).
+class retention_keeper {
+ public:
+  retention_keeper(storage::event_log& log, const hub::clock& clk)
+      : thread_([this, &log, &clk](std::stop_token stop) { run(stop, log, clk); }) {}
+  ~retention_keeper() {
+    thread_.request_stop();
+    cv_.notify_all();
+  }
+
+ private:
+  void run(std::stop_token stop, storage::event_log& log, const hub::clock& clk) {
+    std::unique_lock lock(mutex_);
+    while (!stop.stop_requested()) {
+      lock.unlock();
+      const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clk.now().time_since_epoch()).count();
+      const std::size_t deleted = log.enforce_retention(now_ms);
+      if (deleted > 0) hub::log::get("hubd")->info("retention: deleted {} expired event log segments", deleted);
+      lock.lock();
+      cv_.wait_for(lock, stop, std::chrono::minutes(1), [] { return false; });
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable_any cv_;
+  std::jthread thread_;  // last: starts after the members it uses exist, joins before they go
+};
 
 // Printed to stdout, never to the log: the connection string carries a key, and logs must not.
 void print_identity(const config& cfg, const data_layout& layout, const auth::hub_identity& identity) {
@@ -81,16 +138,40 @@ int run(const config& cfg) {
     return 0;
   }
 
+  check_partitions(layout.events(), cfg.partitions);
+  storage::log_options log_opts;
+  log_opts.dir = layout.events().string();
+  log_opts.partitions = cfg.partitions;
+  log_opts.retention = std::chrono::duration_cast<std::chrono::milliseconds>(cfg.retention);
+  auto events = storage::event_log::open(log_opts);
+  if (!events) throw startup_error(fmt::format("cannot open the event log: {}", events.error().message));
+
   registry::service registry(**kv, clk);
   auth::service auth(id.identity, registry, clk);
-  http::router router(http::services{registry, auth, clk});
+  connections::connection_table connections(registry, clk);
+  telemetry::service telemetry(**events);
+  certificates::service certs(**kv, registry, clk);
+  mqtt_head::session_store mqtt_sessions;
+  // X.509 devices: what the TLS client presented, checked against the identity's thumbprints or
+  // the hub's verified CA certificates.
+  const auto x509 = [&certs](const certificates::client_chain& chain, std::string_view device_id,
+                             std::string_view module_id) -> result<mqtt_head::x509_verdict> {
+    auto proved = certs.authenticate_device(chain, device_id, module_id);
+    if (!proved) return proved.error();
+    const bool ca = proved->method == registry::auth_type::certificate_authority;
+    return mqtt_head::x509_verdict{ca ? telemetry::auth_method::x509_ca : telemetry::auth_method::x509_self_signed,
+                                   proved->not_after};
+  };
+  const mqtt_head::services mqtt{auth, connections, telemetry, mqtt_sessions, clk, x509};
+  http::router router(http::services{registry, auth, clk, &connections});
+  retention_keeper retention(**events, clk);
 
   listener_options opts;
   opts.addresses = cfg.listen;
   opts.ports = {{"https", cfg.https_port}, {"mqtt", cfg.mqtt_port}, {"amqp", cfg.amqp_port}};
   opts.cert_chain_file = layout.server_cert();
   opts.key_file = layout.server_key();
-  listeners net(std::move(opts), router, clk);
+  listeners net(std::move(opts), router, clk, &mqtt);
 
   std::vector<std::string> bound;
   for (const bound_endpoint& ep : net.endpoints()) bound.push_back(ep.to_string());
@@ -103,6 +184,9 @@ int run(const config& cfg) {
   log->info("ready: {}", join(bound, ", "));
 
   net.run();
+  // The sessions are gone, but their io_contexts still exist (until `net` goes): pending
+  // telemetry completions post there harmlessly. Drain the log now, while that is still true.
+  (*events)->close();
   log->info("stopped");
   return 0;
 }

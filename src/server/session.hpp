@@ -20,6 +20,9 @@
 namespace hub::http {
 class router;
 }
+namespace hub::mqtt_head {
+struct session_context;
+}
 
 namespace hub::server {
 
@@ -32,6 +35,7 @@ struct session_context {
   boost::asio::any_io_executor route_executor;  // the small pool for blocking domain calls
   http_limits limits;
   std::shared_ptr<spdlog::logger> log;
+  const mqtt_head::session_context* mqtt = nullptr;  // MQTT over WebSockets; null: refused
 };
 
 // One accepted connection, for log lines. Never holds credentials.

@@ -25,6 +25,8 @@ void server_session::recv(std::span<const char> in, std::vector<event>& out) {
     return;
   }
   buf_.erase(0, used);
+  // A large packet leaves a large capacity behind; an idle connection should not keep it.
+  if (buf_.empty() && buf_.capacity() > 4096) std::string().swap(buf_);
 }
 
 std::size_t server_session::drain(std::span<const char> data, std::vector<event>& out) {

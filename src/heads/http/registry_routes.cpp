@@ -3,6 +3,7 @@
 // and leaves every decision to registry::service.
 #include "base/json.hpp"
 #include "base/text.hpp"
+#include "domain/connections/connection_table.hpp"
 #include "heads/http/routes.hpp"
 
 #include <boost/json/array.hpp>
@@ -267,10 +268,10 @@ response device_statistics(const route_context& c) {
   return json_response(200, o);
 }
 
-// Connected devices are counted by the connection table, which the REST head cannot see yet.
+// Connected devices (modules not counted), from the connection table.
 response service_statistics(const route_context& c) {
   bj::object o;
-  o["connectedDeviceCount"] = 0;
+  o["connectedDeviceCount"] = c.svc.connections ? static_cast<std::int64_t>(c.svc.connections->connected_devices()) : 0;
   return json_response(200, o);
 }
 

@@ -12,6 +12,10 @@
 #include <utility>
 #include <vector>
 
+namespace hub::connections {
+class connection_table;
+}
+
 namespace hub::http {
 
 struct request {
@@ -35,6 +39,7 @@ struct services {
   registry::service& registry;
   auth::service& auth;
   const clock& clk;
+  const connections::connection_table* connections = nullptr;  // connectedDeviceCount; null: 0
 };
 
 class router {

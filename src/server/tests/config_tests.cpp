@@ -97,5 +97,31 @@ TEST(config, help_and_version) {
   EXPECT_NE(version.text.find("hubd 0.1.0"), std::string::npos);
 }
 
+TEST(config, event_log_options) {
+  const config defaults = parse_ok({"--data", "/tmp/h1"});
+  EXPECT_EQ(defaults.partitions, 4u);
+  EXPECT_EQ(defaults.retention, std::chrono::hours(24));
+  const config cfg = parse_ok({"--data", "/tmp/h1", "--partitions", "8", "--retention", "36h"});
+  EXPECT_EQ(cfg.partitions, 8u);
+  EXPECT_EQ(cfg.retention, std::chrono::hours(36));
+  EXPECT_EQ(parse_exits({"--partitions", "0"}).code, 2);
+  EXPECT_EQ(parse_exits({"--partitions", "129"}).code, 2);
+  EXPECT_EQ(parse_exits({"--retention", "soon"}).code, 2);
+}
+
+TEST(config, durations) {
+  EXPECT_EQ(parse_duration("90s"), std::chrono::seconds(90));
+  EXPECT_EQ(parse_duration("30m"), std::chrono::minutes(30));
+  EXPECT_EQ(parse_duration("24h"), std::chrono::hours(24));
+  EXPECT_EQ(parse_duration("7d"), std::chrono::hours(7 * 24));
+  EXPECT_EQ(parse_duration("3600"), std::chrono::seconds(3600));
+  EXPECT_FALSE(parse_duration(""));
+  EXPECT_FALSE(parse_duration("0h"));
+  EXPECT_FALSE(parse_duration("h"));
+  EXPECT_FALSE(parse_duration("1.5h"));
+  EXPECT_FALSE(parse_duration("-1d"));
+  EXPECT_FALSE(parse_duration("1w"));
+}
+
 }  // namespace
 }  // namespace hub::server

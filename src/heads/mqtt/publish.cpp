@@ -1,0 +1,96 @@
+#include "heads/mqtt/publish.hpp"
+
+#include "base/crypto.hpp"
+#include "heads/mqtt/topics.hpp"
+
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <fmt/format.h>
+
+namespace hub::mqtt_head {
+namespace {
+
+publish_decision close_with(std::string reason) {
+  publish_decision d;
+  d.what = publish_decision::action::close;
+  d.reason = std::move(reason);
+  return d;
+}
+
+// IoT Hub's numeric error code for "not implemented": HTTP status * 1000.
+constexpr int not_implemented_status = 501;
+constexpr int not_implemented_code = 501000;
+
+}  // namespace
+
+reply twin_error_reply(std::string_view rid, int status, int error_code, std::string_view message, sys_time now) {
+  reply r;
+  r.topic = fmt::format("$iothub/twin/res/{}/?$rid={}", status, rid);
+  boost::json::object body{
+      {"errorCode", error_code},
+      {"trackingId", crypto::uuid_v4()},
+      {"message", message},
+      {"timestampUtc", to_iso8601(now)},
+  };
+  r.payload = boost::json::serialize(body);
+  return r;
+}
+
+publish_decision decide_publish(mqtt::publish&& p, const sender& who, sys_time now) {
+  if (p.qos > 1) return close_with("QoS 2 PUBLISH (IoT Hub supports QoS 0 and 1 only)");
+  const publish_target target = classify_publish(p.topic);
+  switch (target.kind) {
+    case publish_kind::telemetry: {
+      if (target.device_id != who.device_id || target.module_id != who.module_id) {
+        return close_with(fmt::format("PUBLISH to another identity's topic ({})", p.topic.substr(0, 200)));
+      }
+      auto props = parse_property_bag(target.property_bag);
+      if (!props) return close_with("malformed property bag in the telemetry topic");
+      publish_decision d;
+      d.what = publish_decision::action::telemetry;
+      telemetry::message& m = d.message;
+      apply_properties(*props, m);
+      if (p.retain) m.properties.emplace_back("mqtt-retain", std::string("true"));
+      m.body = std::move(p.payload);
+      m.device_id = who.device_id;
+      m.module_id = who.module_id;
+      m.generation_id = who.generation_id;
+      m.auth = who.auth;
+      m.model_id = who.model_id;
+      return d;
+    }
+    case publish_kind::twin_get:
+    case publish_kind::twin_patch_reported: {
+      publish_decision d;
+      d.what = publish_decision::action::answer;
+      d.answer = twin_error_reply(target.request_id, not_implemented_status, not_implemented_code,
+                                  "Device twins are not supported by this hub yet", now);
+      return d;
+    }
+    case publish_kind::method_response: {
+      publish_decision d;
+      d.what = publish_decision::action::ignore;
+      return d;
+    }
+    case publish_kind::unknown:
+      break;
+  }
+  return close_with(fmt::format("PUBLISH to a topic devices may not use ({})", p.topic.substr(0, 200)));
+}
+
+ack_queue::ticket ack_queue::push(std::uint16_t packet_id) {
+  entries_.push_back(entry{packet_id, false});
+  return first_ + entries_.size() - 1;
+}
+
+void ack_queue::complete(ticket t, std::vector<std::uint16_t>& ready) {
+  if (t < first_ || t - first_ >= entries_.size()) return;  // not ours (or completed twice)
+  entries_[t - first_].done = true;
+  while (!entries_.empty() && entries_.front().done) {
+    if (entries_.front().packet_id != 0) ready.push_back(entries_.front().packet_id);
+    entries_.pop_front();
+    ++first_;
+  }
+}
+
+}  // namespace hub::mqtt_head

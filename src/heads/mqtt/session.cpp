@@ -1,0 +1,539 @@
+// The MQTT session over a transport: the one heavy (Asio) TU of the MQTT head. The decisions live
+// in light, unit-tested code (codec/mqtt, connect.cpp, publish.cpp, topics.cpp); this file moves
+// bytes, runs timers, and hops to the blocking pool for admission.
+//
+// Threads: everything here runs on the connection's executor (one io_context thread), except
+// connection::close(), which any thread may call (it posts), and the telemetry completions, which
+// run on the event log's writer thread and post back. So the connection needs no lock.
+//
+// GCC 12 (see src/server/README.md): coroutines here take references from a caller that co_awaits
+// them, spawned ones take a shared_ptr by value, no capturing lambda is a coroutine, and no
+// co_await sits inside a condition.
+#include "heads/mqtt/session.hpp"
+
+#include "base/log.hpp"
+#include "codec/mqtt/session.hpp"
+#include "domain/connections/connection_table.hpp"
+#include "domain/telemetry/service.hpp"
+#include "heads/mqtt/publish.hpp"
+#include "heads/mqtt/session_store.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <fmt/format.h>
+#include <spdlog/logger.h>
+
+#include <algorithm>
+#include <exception>
+#include <optional>
+#include <vector>
+
+namespace hub::mqtt_head {
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+
+constexpr std::size_t read_buffer_min = 2 * 1024;
+constexpr std::size_t read_buffer_max = 16 * 1024;
+// Small reads in a row before the read buffer shrinks back (an idle connection keeps 2 KiB).
+constexpr int small_reads_to_shrink = 16;
+// Write buffers above this are released once drained, so a burst does not pin memory.
+constexpr std::size_t write_buffer_keep = 16 * 1024;
+// How long a refused connection may take to read its CONNACK before we close anyway.
+constexpr std::chrono::seconds flush_timeout{5};
+
+std::string_view code_text(mqtt::connack_code c) {
+  switch (c) {
+    case mqtt::connack_code::accepted: return "0 accepted";
+    case mqtt::connack_code::unacceptable_protocol_version: return "1 unacceptable protocol version";
+    case mqtt::connack_code::identifier_rejected: return "2 identifier rejected";
+    case mqtt::connack_code::server_unavailable: return "3 server unavailable";
+    case mqtt::connack_code::bad_username_or_password: return "4 bad username or password";
+    case mqtt::connack_code::not_authorized: return "5 not authorized";
+  }
+  return "?";
+}
+
+std::string_view auth_text(telemetry::auth_method m) {
+  switch (m) {
+    case telemetry::auth_method::sas: return "SAS";
+    case telemetry::auth_method::policy: return "SAS policy";
+    case telemetry::auth_method::x509_self_signed: return "X.509 self-signed";
+    case telemetry::auth_method::x509_ca: return "X.509 CA";
+  }
+  return "?";
+}
+
+bool peer_went_away(const error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::connection_reset || ec == asio::ssl::error::stream_truncated ||
+         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
+}
+
+// One MQTT connection. Owned by shared_ptrs: the session coroutine's, the connection table's (as
+// a device_link, until detached), and those of pending timer handlers, writes and telemetry
+// completions. The transport is used only while the session coroutine runs (closed_ is set
+// before it returns, and nothing touches the transport once it is).
+class connection final : public messaging::device_link, public std::enable_shared_from_this<connection> {
+ public:
+  connection(transport& t, const session_context& ctx, const connection_info& info, const asio::any_io_executor& ex)
+      : t_(t),
+        ctx_(ctx),
+        info_(info),
+        ex_(ex),
+        codec_(mqtt::decode_limits{ctx.options.max_packet_bytes}),
+        timer_(ex),
+        expiry_(ex),
+        wake_(ex) {}
+
+  // device_link: any thread.
+  void close(std::string reason) override {
+    asio::post(ex_, [self = shared_from_this(), reason = std::move(reason)]() mutable { self->end(std::move(reason)); });
+  }
+
+  asio::awaitable<void> serve(std::string_view first_bytes);
+
+ private:
+  asio::awaitable<void> handle(std::vector<mqtt::event>& events);
+  asio::awaitable<void> on_connect(const mqtt::connect& c);
+  asio::awaitable<void> finish();
+  asio::awaitable<void> wait_wake(std::chrono::steady_clock::duration limit);
+  static asio::awaitable<void> write_loop(std::shared_ptr<connection> self);
+
+  void on_packet(mqtt::packet& p);
+  void on_publish(mqtt::publish& p);
+  void on_subscribe(const mqtt::subscribe& s);
+  void on_unsubscribe(const mqtt::unsubscribe& u);
+  void on_durable(ack_queue::ticket ticket, std::size_t bytes, const std::optional<error>& failure);
+  void acknowledge_now(std::uint16_t packet_id);
+  void refuse(mqtt::connack_code code, std::string_view reason);
+  void on_codec_close(const mqtt::close_connection& c);
+
+  void queue(const mqtt::packet& p);
+  void kick_writer();
+  void arm_connect_timeout();
+  void arm_keep_alive(std::chrono::milliseconds period);
+  void arm_expiry(sys_time at, std::string reason);
+  // Ends the connection now: no more reads or writes, the transport closes.
+  void end(std::string reason);
+  bool paused() const noexcept {
+    return acks_.in_flight() >= ctx_.options.max_in_flight || in_flight_bytes_ >= ctx_.options.max_in_flight_bytes;
+  }
+  std::string who() const {
+    return module_id().empty() ? device_id() : fmt::format("{}/{}", device_id(), module_id());
+  }
+  const std::string& device_id() const noexcept { return sender_.device_id; }
+  const std::string& module_id() const noexcept { return sender_.module_id; }
+
+  transport& t_;
+  const session_context& ctx_;
+  const connection_info info_;
+  asio::any_io_executor ex_;
+  mqtt::server_session codec_;
+  asio::steady_timer timer_;    // CONNECT deadline, then the keep-alive tick
+  std::uint64_t timer_generation_ = 0;  // a handler of an older arming ignores itself
+  asio::steady_timer expiry_;   // SAS token / certificate expiry
+  asio::steady_timer wake_;     // the session coroutine waits on it (flow control, writer drained)
+  std::vector<char> read_buf_ = std::vector<char>(read_buffer_min);
+  int small_reads_ = 0;
+  std::string out_;             // encoded packets waiting for the writer
+  std::string sending_;         // what the writer is writing now
+  bool writing_ = false;
+  bool stop_reading_ = false;   // refused: flush the CONNACK, then close
+  bool closed_ = false;         // ended: the transport is closed or about to be
+  bool waiting_for_acks_ = false;
+  std::string end_reason_;
+
+  // Set once admitted.
+  bool connected_ = false;
+  std::string client_id_;
+  bool clean_session_ = false;
+  std::uint64_t session_token_ = 0;
+  sender sender_;
+  std::shared_ptr<registry::presence> presence_;
+  ack_queue acks_;
+  std::size_t in_flight_bytes_ = 0;
+  std::vector<std::uint16_t> ready_;  // scratch for ack_queue::complete
+};
+
+// Runs on the blocking pool; `req` lives in the awaiting caller's frame.
+asio::awaitable<admission> admit_on_pool(const session_context* ctx, const admission_request* req) {
+  try {
+    co_return admit(ctx->svc, *req);
+  } catch (const std::exception& e) {
+    ctx->log->error("admitting {} failed: {}", req->claim.client_id, e.what());
+  }
+  admission a;
+  a.code = mqtt::connack_code::server_unavailable;
+  a.reason = "internal error";
+  co_return a;
+}
+
+// admit() blocks on storage, so it runs on the pool; the result comes back to the connection's
+// executor because the caller co_awaits it with use_awaitable.
+asio::awaitable<admission> admit_off_thread(const session_context& ctx, const admission_request& req) {
+  asio::awaitable<admission> work = admit_on_pool(&ctx, &req);
+  co_return co_await asio::co_spawn(ctx.blocking, std::move(work), asio::use_awaitable);
+}
+
+asio::awaitable<void> connection::serve(std::string_view first_bytes) {
+  arm_connect_timeout();
+  std::vector<mqtt::event> events;
+  codec_.recv({first_bytes.data(), first_bytes.size()}, events);
+  co_await handle(events);
+
+  while (!closed_ && !stop_reading_) {
+    if (paused()) {
+      // Flow control: the device pipelines faster than the log makes its messages durable.
+      waiting_for_acks_ = true;
+      co_await wait_wake(std::chrono::hours(1));
+      waiting_for_acks_ = false;
+      continue;
+    }
+    error_code ec;
+    const std::size_t n = co_await t_.read_some(asio::buffer(read_buf_), ec);
+    if (ec) {
+      if (closed_) break;  // we closed it
+      // Aborted without end(): the listener closed the socket, which it does only at shutdown.
+      end(peer_went_away(ec)                        ? std::string("connection closed by the device")
+          : ec == asio::error::operation_aborted ? std::string("hub shutting down")
+                                                  : fmt::format("read failed: {}", ec.message()));
+      break;
+    }
+    events.clear();
+    codec_.recv({read_buf_.data(), n}, events);
+    // A full buffer means more is waiting: grow. Many small reads: shrink back, idle
+    // connections should hold little memory.
+    if (n == read_buf_.size() && read_buf_.size() < read_buffer_max) {
+      read_buf_.resize(read_buf_.size() * 2);
+      small_reads_ = 0;
+    } else if (n < read_buffer_min / 4 && read_buf_.size() > read_buffer_min && ++small_reads_ >= small_reads_to_shrink) {
+      std::vector<char>(read_buffer_min).swap(read_buf_);
+      small_reads_ = 0;
+    }
+    co_await handle(events);
+  }
+  co_await finish();
+}
+
+asio::awaitable<void> connection::handle(std::vector<mqtt::event>& events) {
+  for (std::size_t i = 0; i < events.size() && !closed_ && !stop_reading_; ++i) {
+    mqtt::event& ev = events[i];
+    if (auto* received = std::get_if<mqtt::packet_received>(&ev)) {
+      if (const auto* c = std::get_if<mqtt::connect>(&received->pkt)) {
+        co_await on_connect(*c);
+        continue;
+      }
+      on_packet(received->pkt);
+    } else if (auto* bytes = std::get_if<mqtt::send_bytes>(&ev)) {
+      out_ += bytes->bytes;  // PINGRESP
+      kick_writer();
+    } else if (const auto* arm = std::get_if<mqtt::arm_keep_alive>(&ev)) {
+      arm_keep_alive(arm->period);
+    } else if (const auto* closing = std::get_if<mqtt::close_connection>(&ev)) {
+      on_codec_close(*closing);
+    }
+  }
+}
+
+asio::awaitable<void> connection::on_connect(const mqtt::connect& c) {
+  auto checked = check_connect(c);
+  if (const auto* refusal = std::get_if<connect_refusal>(&checked)) {
+    refuse(refusal->code, refusal->reason);
+    co_return;
+  }
+  admission_request req;
+  req.claim = std::move(std::get<connect_claim>(checked));
+  if (!req.claim.sas_token) req.chain = t_.peer_certificates();
+  req.link = shared_from_this();
+  sender_.device_id = req.claim.id.device_id;
+  sender_.module_id = req.claim.id.module_id;
+
+  admission a = co_await admit_off_thread(ctx_, req);
+  if (a.code != mqtt::connack_code::accepted) {
+    refuse(a.code, a.reason);
+    co_return;
+  }
+  // Attached: from here on finish() detaches, even if the connection ended while admission ran
+  // (connect timeout, or already replaced by a newer connection of the identity).
+  connected_ = true;
+  client_id_ = req.claim.client_id;
+  clean_session_ = req.claim.clean_session;
+  session_token_ = a.session_token;
+  presence_ = a.attached.presence;
+  sender_.generation_id = presence_->generation_id();
+  sender_.auth = a.method;
+  sender_.model_id = req.claim.user.model_id;
+  if (a.attached.previous) a.attached.previous->close("replaced by a new connection of the same identity");
+  if (closed_) co_return;
+
+  ++timer_generation_;  // the CONNECT deadline no longer applies; keep-alive arms next
+  timer_.cancel();
+  queue(mqtt::connack{a.session_present, mqtt::connack_code::accepted});
+  const bool sas = a.method == telemetry::auth_method::sas || a.method == telemetry::auth_method::policy;
+  if (a.expires != sys_time{}) arm_expiry(a.expires, sas ? "SAS token expired" : "client certificate expired");
+  ctx_.log->info("connection {} from {}: {} connected over {} ({}, keep-alive {} s, session present {})", info_.id,
+                 info_.peer, who(), t_.name(), auth_text(a.method), c.keep_alive, a.session_present ? 1 : 0);
+}
+
+void connection::refuse(mqtt::connack_code code, std::string_view reason) {
+  const std::string_view name = device_id().empty() ? std::string_view("client") : std::string_view(device_id());
+  ctx_.log->info("connection {} from {}: {}{}{} refused over {} (CONNACK {}): {}", info_.id, info_.peer, name,
+                 module_id().empty() ? "" : "/", module_id(), t_.name(), code_text(code), reason);
+  queue(mqtt::connack{false, code});
+  stop_reading_ = true;
+  end_reason_ = "refused";
+}
+
+void connection::on_packet(mqtt::packet& p) {
+  if (auto* pub = std::get_if<mqtt::publish>(&p)) {
+    on_publish(*pub);
+  } else if (const auto* sub = std::get_if<mqtt::subscribe>(&p)) {
+    on_subscribe(*sub);
+  } else if (const auto* unsub = std::get_if<mqtt::unsubscribe>(&p)) {
+    on_unsubscribe(*unsub);
+  }
+  // PUBACK settles cloud-to-device messages, which come in a later issue. PUBREC, PUBREL and
+  // PUBCOMP belong to QoS 2, which the hub never sends and closes the connection for.
+}
+
+void connection::on_publish(mqtt::publish& p) {
+  const sys_time now = ctx_.svc.clk.now();
+  presence_->touch(now);
+  const std::uint16_t ack_id = p.qos == 1 ? p.packet_id : 0;
+  publish_decision d = decide_publish(std::move(p), sender_, now);
+  switch (d.what) {
+    case publish_decision::action::telemetry: {
+      const ack_queue::ticket ticket = acks_.push(ack_id);
+      const std::size_t bytes = d.message.body.size();
+      in_flight_bytes_ += bytes;
+      // The completion runs on the log's writer thread, in append order for this device's
+      // partition; the ack queue keeps PUBACKs in PUBLISH order whatever happens.
+      ctx_.svc.telemetry.send(d.message, [self = shared_from_this(), ticket, bytes](result<storage::log_position> r) {
+        std::optional<error> failure;
+        if (!r) failure = r.error();
+        asio::post(self->ex_, [self, ticket, bytes, failure = std::move(failure)] { self->on_durable(ticket, bytes, failure); });
+      });
+      return;
+    }
+    case publish_decision::action::answer:
+      acknowledge_now(ack_id);
+      queue(mqtt::publish{std::move(d.answer.topic), std::move(d.answer.payload), 0, false, false, 0});
+      return;
+    case publish_decision::action::ignore:
+      acknowledge_now(ack_id);
+      return;
+    case publish_decision::action::close:
+      end(std::move(d.reason));  // the disconnect line gives the reason
+      return;
+  }
+}
+
+void connection::acknowledge_now(std::uint16_t packet_id) {
+  // Through the queue all the same: a PUBACK must not overtake one still waiting for the log.
+  ready_.clear();
+  acks_.complete(acks_.push(packet_id), ready_);
+  for (std::uint16_t id : ready_) mqtt::encode(mqtt::puback{id}, out_);
+  kick_writer();
+}
+
+void connection::on_durable(ack_queue::ticket ticket, std::size_t bytes, const std::optional<error>& failure) {
+  in_flight_bytes_ -= bytes;
+  if (closed_) return;
+  if (failure) {
+    // IoT Hub closes the connection on a message over its size limit; the SDK checks the size
+    // first, so this is rare. A storage failure leaves the message unacknowledged: the device
+    // sends it again after reconnecting.
+    end(fmt::format("message not stored: {}", failure->message));
+    return;
+  }
+  ready_.clear();
+  acks_.complete(ticket, ready_);
+  for (std::uint16_t id : ready_) mqtt::encode(mqtt::puback{id}, out_);
+  kick_writer();
+  if (waiting_for_acks_ && acks_.in_flight() <= ctx_.options.max_in_flight / 2 &&
+      in_flight_bytes_ <= ctx_.options.max_in_flight_bytes / 2) {
+    wake_.cancel();
+  }
+}
+
+void connection::on_subscribe(const mqtt::subscribe& s) {
+  presence_->touch(ctx_.svc.clk.now());
+  mqtt::suback ack;
+  ack.packet_id = s.packet_id;
+  const client_identity id{device_id(), module_id()};
+  for (const mqtt::subscription& sub : s.subscriptions) {
+    if (!subscription_allowed(sub.filter, id)) {
+      ctx_.log->info("connection {} from {}: {}: subscription to {} refused", info_.id, info_.peer, who(),
+                     sub.filter.substr(0, 200));
+      ack.codes.push_back(mqtt::suback_failure);
+      continue;
+    }
+    // IoT Hub grants at most QoS 1.
+    const std::uint8_t granted = std::min<std::uint8_t>(sub.qos, 1);
+    ctx_.svc.sessions.subscribe(client_id_, sub.filter, granted);
+    ack.codes.push_back(granted);
+  }
+  queue(ack);
+}
+
+void connection::on_unsubscribe(const mqtt::unsubscribe& u) {
+  for (const std::string& filter : u.filters) ctx_.svc.sessions.unsubscribe(client_id_, filter);
+  queue(mqtt::unsuback{u.packet_id});
+}
+
+void connection::on_codec_close(const mqtt::close_connection& c) {
+  switch (c.why) {
+    case mqtt::close_reason::client_disconnect:
+      end("client disconnected");
+      return;
+    case mqtt::close_reason::keep_alive_timeout:
+      end("keep-alive timeout");
+      return;
+    case mqtt::close_reason::protocol_violation: {
+      std::string reason = c.detail == mqtt::decode_error::none
+                               ? std::string("protocol violation (unexpected packet)")
+                               : fmt::format("malformed packet: {}", mqtt::to_string(c.detail));
+      // Once connected, the disconnect line gives the reason; before, nothing else would.
+      if (!connected_) ctx_.log->info("connection {} from {}: {}; closing", info_.id, info_.peer, reason);
+      end(std::move(reason));
+      return;
+    }
+  }
+}
+
+void connection::queue(const mqtt::packet& p) {
+  mqtt::encode(p, out_);
+  kick_writer();
+}
+
+void connection::kick_writer() {
+  if (writing_ || closed_ || out_.empty()) return;
+  writing_ = true;
+  asio::co_spawn(ex_, write_loop(shared_from_this()), [log = ctx_.log, id = info_.id](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log->error("connection {}: MQTT writer failed: {}", id, ex.what());
+    }
+  });
+}
+
+// The one writer of the connection: drains out_ in as few writes as possible (every PUBACK that
+// completed while the previous write was in flight goes out in the next one).
+asio::awaitable<void> connection::write_loop(std::shared_ptr<connection> self) {
+  while (!self->closed_ && !self->out_.empty()) {
+    self->sending_.swap(self->out_);
+    error_code ec;
+    co_await self->t_.write(asio::buffer(self->sending_), ec);
+    self->sending_.clear();
+    if (ec && !self->closed_) {
+      self->end(peer_went_away(ec) ? std::string("connection closed by the device")
+                                   : fmt::format("write failed: {}", ec.message()));
+    }
+  }
+  if (self->sending_.capacity() > write_buffer_keep) std::string().swap(self->sending_);
+  if (self->out_.empty() && self->out_.capacity() > write_buffer_keep) std::string().swap(self->out_);
+  self->writing_ = false;
+  self->wake_.cancel();
+}
+
+asio::awaitable<void> connection::wait_wake(std::chrono::steady_clock::duration limit) {
+  wake_.expires_after(limit);
+  auto [ec] = co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+  (void)ec;
+}
+
+asio::awaitable<void> connection::finish() {
+  if (!closed_) {
+    // Refused: let the CONNACK reach the device before closing, for a bounded time.
+    const auto deadline = std::chrono::steady_clock::now() + flush_timeout;
+    while (writing_ && !closed_ && std::chrono::steady_clock::now() < deadline) {
+      co_await wait_wake(deadline - std::chrono::steady_clock::now());
+    }
+    end(end_reason_.empty() ? std::string("closed") : end_reason_);
+  }
+  // The writer may still be inside a write on the closed transport: it completes with an error
+  // at once. Only then may the transport go away.
+  while (writing_) co_await wait_wake(std::chrono::seconds(5));
+
+  if (!connected_) {
+    ctx_.log->debug("connection {} from {}: MQTT connection ended before CONNECT was accepted ({})", info_.id,
+                    info_.peer, end_reason_);
+    co_return;
+  }
+  ctx_.log->info("connection {} from {}: {} disconnected: {}", info_.id, info_.peer, who(), end_reason_);
+  // The table and the session store: detach marks the identity Disconnected in the registry (a
+  // storage write), so off this thread. `self` keeps this object, and so its address, alive
+  // until then: a new connection can never be mistaken for this one.
+  asio::post(ctx_.blocking, [self = shared_from_this()] {
+    const connections::identity id{self->device_id(), self->module_id()};
+    self->ctx_.svc.connections.detach(id, self.get(), self->end_reason_);
+    self->ctx_.svc.sessions.close(self->client_id_, self->session_token_, self->clean_session_);
+  });
+}
+
+void connection::end(std::string reason) {
+  if (closed_) return;
+  closed_ = true;
+  end_reason_ = std::move(reason);
+  ++timer_generation_;
+  timer_.cancel();
+  expiry_.cancel();
+  wake_.cancel();
+  t_.close();
+}
+
+void connection::arm_connect_timeout() {
+  const std::uint64_t generation = ++timer_generation_;
+  timer_.expires_after(ctx_.options.connect_timeout);
+  timer_.async_wait([self = shared_from_this(), generation](const error_code& ec) {
+    if (ec || generation != self->timer_generation_ || self->closed_ || self->connected_) return;
+    self->ctx_.log->info("connection {} from {}: no MQTT CONNECT accepted within {} s; closing", self->info_.id,
+                         self->info_.peer, self->ctx_.options.connect_timeout.count());
+    self->end("no CONNECT in time");
+  });
+}
+
+void connection::arm_keep_alive(std::chrono::milliseconds period) {
+  const std::uint64_t generation = ++timer_generation_;
+  timer_.expires_after(period);
+  timer_.async_wait([self = shared_from_this(), generation, period](const error_code& ec) {
+    if (ec || generation != self->timer_generation_ || self->closed_) return;
+    std::vector<mqtt::event> events;
+    self->codec_.keep_alive_tick(events);
+    if (!events.empty()) {
+      self->end("keep-alive timeout");
+      return;
+    }
+    self->arm_keep_alive(period);
+  });
+}
+
+void connection::arm_expiry(sys_time at, std::string reason) {
+  const auto left = std::chrono::duration_cast<std::chrono::steady_clock::duration>(at - ctx_.svc.clk.now());
+  expiry_.expires_after(left);
+  expiry_.async_wait([self = shared_from_this(), reason = std::move(reason)](const error_code& ec) mutable {
+    if (ec || self->closed_) return;
+    self->end(std::move(reason));  // as IoT Hub does: the device reconnects with a new token
+  });
+}
+
+}  // namespace
+
+asio::awaitable<void> run_session(transport& t, std::string_view first_bytes, const session_context& ctx,
+                                  const connection_info& conn) {
+  auto ex = co_await asio::this_coro::executor;
+  auto c = std::make_shared<connection>(t, ctx, conn, ex);
+  co_await c->serve(first_bytes);
+}
+
+}  // namespace hub::mqtt_head

@@ -1,0 +1,116 @@
+// PUBLISH decisions and PUBACK order.
+#include "base/json.hpp"
+#include "heads/mqtt/publish.hpp"
+
+#include <boost/json/object.hpp>
+#include <gtest/gtest.h>
+
+namespace hub::mqtt_head {
+namespace {
+
+using action = publish_decision::action;
+
+const sender dev1{"dev1", "", "123456789012345678", telemetry::auth_method::sas, "dtmi:com:example;1"};
+const sender mod1{"dev1", "mod1", "223456789012345678", telemetry::auth_method::policy, ""};
+
+mqtt::publish pub(std::string topic, std::string payload = "{}", std::uint8_t qos = 1) {
+  return mqtt::publish{std::move(topic), std::move(payload), qos, false, false, qos ? std::uint16_t{7} : std::uint16_t{0}};
+}
+
+publish_decision decide(mqtt::publish p, const sender& who = dev1) {
+  return decide_publish(std::move(p), who, sys_time{std::chrono::seconds{1'700'000'000}});
+}
+
+TEST(decide_publish, telemetry_is_stamped_with_the_connected_identity) {
+  auto d = decide(pub("devices/dev1/messages/events/%24.mid=m1&%24.ct=application%2Fjson&alert=hot%20%26%20cold",
+                      "{\"t\":21}"));
+  ASSERT_EQ(d.what, action::telemetry) << d.reason;
+  const auto& m = d.message;
+  EXPECT_EQ(m.body, "{\"t\":21}");
+  EXPECT_EQ(m.message_id, "m1");
+  EXPECT_EQ(m.content_type, "application/json");
+  ASSERT_EQ(m.properties.size(), 1u);
+  EXPECT_EQ(m.properties[0].first, "alert");
+  EXPECT_EQ(std::get<std::string>(m.properties[0].second), "hot & cold");
+  EXPECT_EQ(m.device_id, "dev1");
+  EXPECT_EQ(m.module_id, "");
+  EXPECT_EQ(m.generation_id, "123456789012345678");
+  EXPECT_EQ(m.auth, telemetry::auth_method::sas);
+  EXPECT_EQ(m.model_id, "dtmi:com:example;1");
+}
+
+TEST(decide_publish, module_telemetry_and_outputs) {
+  auto d = decide(pub("devices/dev1/modules/mod1/messages/events/%24.on=out1/"), mod1);
+  ASSERT_EQ(d.what, action::telemetry) << d.reason;
+  EXPECT_EQ(d.message.module_id, "mod1");
+  EXPECT_EQ(d.message.output_name, "out1");
+  EXPECT_EQ(d.message.auth, telemetry::auth_method::policy);
+  // A module may not publish as its device, nor the device as its module.
+  EXPECT_EQ(decide(pub("devices/dev1/messages/events/"), mod1).what, action::close);
+  EXPECT_EQ(decide(pub("devices/dev1/modules/mod1/messages/events/"), dev1).what, action::close);
+}
+
+TEST(decide_publish, retain_is_passed_on_as_a_property) {
+  auto p = pub("devices/dev1/messages/events/");
+  p.retain = true;
+  auto d = decide(std::move(p));
+  ASSERT_EQ(d.what, action::telemetry);
+  ASSERT_EQ(d.message.properties.size(), 1u);
+  EXPECT_EQ(d.message.properties[0].first, "mqtt-retain");
+  EXPECT_EQ(std::get<std::string>(d.message.properties[0].second), "true");
+}
+
+TEST(decide_publish, what_iot_hub_closes_the_connection_for) {
+  EXPECT_EQ(decide(pub("devices/dev2/messages/events/")).what, action::close);          // another device
+  EXPECT_EQ(decide(pub("devices/dev1/messages/events/", "{}", 2)).what, action::close);  // QoS 2
+  EXPECT_EQ(decide(pub("devices/dev1/messages/events/a=%zz")).what, action::close);      // bad escape
+  EXPECT_EQ(decide(pub("devices/dev1/messages/devicebound/x")).what, action::close);     // not publishable
+  EXPECT_EQ(decide(pub("some/topic")).what, action::close);
+  EXPECT_EQ(decide(pub("$iothub/twin/GET/")).what, action::close);  // no $rid
+}
+
+TEST(decide_publish, twin_requests_get_a_json_error_the_sdk_understands) {
+  auto d = decide(pub("$iothub/twin/GET/?$rid=6f3d", " ", 0));
+  ASSERT_EQ(d.what, action::answer);
+  EXPECT_EQ(d.answer.topic, "$iothub/twin/res/501/?$rid=6f3d");
+  auto body = json::parse(d.answer.payload);
+  ASSERT_TRUE(body.has_value());
+  ASSERT_TRUE(body->is_object());
+  EXPECT_TRUE(body->as_object().contains("errorCode"));  // without it the SDK reports success
+  EXPECT_TRUE(body->as_object().contains("message"));
+
+  auto patch = decide(pub("$iothub/twin/PATCH/properties/reported/?$rid=9", "{\"a\":1}", 0));
+  ASSERT_EQ(patch.what, action::answer);
+  EXPECT_EQ(patch.answer.topic, "$iothub/twin/res/501/?$rid=9");
+}
+
+TEST(decide_publish, method_responses_are_ignored_for_now) {
+  EXPECT_EQ(decide(pub("$iothub/methods/res/200/?$rid=1", "null", 0)).what, action::ignore);
+}
+
+TEST(ack_queue, acknowledges_in_publish_order) {
+  ack_queue q;
+  const auto a = q.push(1);
+  const auto b = q.push(0);  // QoS 0: ordered, never acknowledged
+  const auto c = q.push(3);
+  std::vector<std::uint16_t> ready;
+  q.complete(c, ready);
+  EXPECT_TRUE(ready.empty());
+  EXPECT_EQ(q.in_flight(), 3u);
+  q.complete(a, ready);
+  EXPECT_EQ(ready, (std::vector<std::uint16_t>{1}));
+  ready.clear();
+  q.complete(b, ready);
+  EXPECT_EQ(ready, (std::vector<std::uint16_t>{3}));
+  EXPECT_EQ(q.in_flight(), 0u);
+  ready.clear();
+  q.complete(a, ready);  // twice: ignored
+  q.complete(99, ready);  // unknown: ignored
+  EXPECT_TRUE(ready.empty());
+  const auto d = q.push(4);
+  q.complete(d, ready);
+  EXPECT_EQ(ready, (std::vector<std::uint16_t>{4}));
+}
+
+}  // namespace
+}  // namespace hub::mqtt_head
