@@ -18,7 +18,9 @@
 #include <proton/sender_options.hpp>
 #include <proton/session.hpp>
 #include <proton/source.hpp>
+#include <proton/source_options.hpp>
 #include <proton/target.hpp>
+#include <proton/target_options.hpp>
 #include <proton/timestamp.hpp>
 #include <proton/tracker.hpp>
 #include <proton/transport.hpp>
@@ -430,9 +432,20 @@ link_id driver::open_sender(const std::string& target, const std::map<proton::sy
 }
 
 link_id driver::open_receiver(const std::string& source, std::uint32_t credit,
-                              const std::map<proton::symbol, proton::value>& properties) {
-  proton::receiver r = impl_->driver_.connection().default_session().open_receiver(
-      source, proton::receiver_options().credit_window(0).auto_accept(false).properties(properties));
+                              const std::map<proton::symbol, proton::value>& properties, const std::string& target,
+                              const std::map<proton::symbol, proton::value>& filters) {
+  proton::receiver_options ro;
+  ro.credit_window(0).auto_accept(false).properties(properties);
+  proton::source_options so;
+  so.address(source);
+  if (!filters.empty()) so.filters(proton::source::filter_map(filters));
+  ro.source(so);
+  proton::target_options to;
+  if (!target.empty()) {
+    to.address(target);
+    ro.target(to);
+  }
+  proton::receiver r = impl_->driver_.connection().default_session().open_receiver(source, ro);
   if (credit > 0) r.add_credit(credit);
   return impl_->track(r);
 }

@@ -170,8 +170,11 @@ class driver {
 
   // --- opening links ourselves (a client; tests) ---
   link_id open_sender(const std::string& target, const std::map<proton::symbol, proton::value>& properties = {});
+  // `target` names our end (clients use it as the reply-to of requests); `filters` go in the
+  // source (an Event Hubs receiver's selector).
   link_id open_receiver(const std::string& source, std::uint32_t credit,
-                        const std::map<proton::symbol, proton::value>& properties = {});
+                        const std::map<proton::symbol, proton::value>& properties = {},
+                        const std::string& target = {}, const std::map<proton::symbol, proton::value>& filters = {});
 
   // --- on open links ---
   void close_link(link_id link, const proton::error_condition& error = {});

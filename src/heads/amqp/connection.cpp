@@ -2,6 +2,8 @@
 
 #include "heads/amqp/messages.hpp"
 
+#include "domain/auth/sas.hpp"
+
 #include <algorithm>
 #include <limits>
 
@@ -24,6 +26,11 @@ std::string identity_text(const std::string& device_id, const std::string& modul
 }
 
 std::string key_of(const std::string& device_id, const std::string& module_id) { return device_id + "/" + module_id; }
+
+std::optional<std::uint32_t> text_to_partition(const std::string& text) {
+  if (text.empty() || text.size() > 6 || text.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return static_cast<std::uint32_t>(std::stoul(text));
+}
 
 }  // namespace
 
@@ -92,7 +99,15 @@ void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out
                        link_gone(s, e.by_peer ? "link closed by the client" : "link closed", out);
                      },
                      [&](amqp::message_received& e) { on_message(e, out); },
-                     [&](amqp::credit_available& e) { flush_replies(e.link); },
+                     [&](amqp::credit_available& e) {
+                       auto it = links_.find(e.link);
+                       if (it == links_.end()) return;
+                       if (it->second.kind == link_kind::partition) {
+                         pump_partition(e.link, out);
+                       } else {
+                         flush_replies(e.link);
+                       }
+                     },
                      [&](amqp::delivery_updated&) {},
                      [&](amqp::connection_closed& e) {
                        if (e.error) {
@@ -153,6 +168,11 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
     }
     return;
   }
+  if (opts_.event_hub_partitions > 0 &&
+      (address == "$management" || (!e.we_receive && parse_partition_address(e.source)))) {
+    on_event_hubs_link(e);
+    return;
+  }
   const bool known = addr.what != link_address::kind::unknown;
   log_->info("{}: link to '{}' refused: {}", log_id_, address, known ? "not served yet" : "unknown address");
   driver_.refuse_link(e.link, known ? amqp::condition("amqp:not-implemented", "The link '" + address + "' is not served yet")
@@ -161,15 +181,19 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
 
 void connection::on_message(amqp::message_received& e, std::vector<work>& out) {
   auto it = links_.find(e.link);
-  if (it == links_.end() || it->second.kind == link_kind::cbs_replies) {
+  if (it == links_.end()) {
     driver_.settle(e.delivery, amqp::outcome::rejected, amqp::condition("amqp:not-allowed", "Unexpected message"));
     return;
   }
-  if (it->second.kind == link_kind::cbs_requests) {
-    on_cbs_request(e, out);
-    return;
+  switch (it->second.kind) {
+    case link_kind::cbs_requests: on_cbs_request(e, out); return;
+    case link_kind::mgmt_requests: on_management_request(e, out); return;
+    case link_kind::telemetry: on_telemetry(it->second, e, out); return;
+    case link_kind::cbs_replies:
+    case link_kind::mgmt_replies:
+    case link_kind::partition: break;
   }
-  on_telemetry(it->second, e, out);
+  driver_.settle(e.delivery, amqp::outcome::rejected, amqp::condition("amqp:not-allowed", "Unexpected message"));
 }
 
 void connection::on_cbs_request(amqp::message_received& e, std::vector<work>& out) {
@@ -179,7 +203,7 @@ void connection::on_cbs_request(amqp::message_received& e, std::vector<work>& ou
   if (auto ok = check_put_token(r); !ok) {
     log_->info("{}: CBS request refused: {}", log_id_, ok.error().message);
     driver_.grant(e.link, 1);
-    reply(e.link, r.reply_to, cbs_reply(r.id, 400, ok.error().message));
+    reply(link_kind::cbs_replies, r.reply_to, cbs_reply(r.id, 400, ok.error().message));
     return;
   }
   const std::uint64_t ticket = ++next_ticket_;
@@ -197,36 +221,37 @@ void connection::token_checked(std::uint64_t ticket, result<grant> r, std::vecto
   if (!r) {
     // The reason goes to the log and to the client; the token itself never does.
     log_->info("{}: put-token for '{}' refused: {}", log_id_, p.audience, r.error().message);
-    reply(p.request_link, p.reply_to, cbs_reply(p.request_id, 401, r.error().message));
+    reply(link_kind::cbs_replies, p.reply_to, cbs_reply(p.request_id, 401, r.error().message));
   } else {
     log_->debug("{}: put-token for '{}' accepted", log_id_, p.audience);
     grants_[p.audience] = std::move(*r);
-    reply(p.request_link, p.reply_to, cbs_reply(p.request_id, 200, "OK"));
+    reply(link_kind::cbs_replies, p.reply_to, cbs_reply(p.request_id, 200, "OK"));
   }
   driver_.poll(events_);
   handle(events_, out);
 }
 
-void connection::reply(amqp::link_id request_link, const std::string& reply_to, proton::message m) {
-  // The reply goes on the $cbs link the request names in reply-to (the device SDK's target
-  // "cbs", the Event Hubs client's link name "cbs-<uuid>"); failing that, the newest one.
+void connection::reply(link_kind kind, const std::string& reply_to, proton::message m) {
+  // The reply goes on the $cbs (or $management) link the request names in reply-to (the device
+  // SDK's target "cbs", the Event Hubs client's link name "cbs-<uuid>" or target "<uuid>");
+  // failing that, the newest one.
   amqp::link_id chosen = 0;
   amqp::link_id fallback = 0;
   for (const auto& [id, s] : links_) {
-    if (s.kind != link_kind::cbs_replies) continue;
+    if (s.kind != kind) continue;
     fallback = std::max(fallback, id);
     if (!reply_to.empty() && (s.name == reply_to || s.target == reply_to)) chosen = std::max(chosen, id);
   }
   if (chosen == 0) chosen = fallback;
   if (chosen == 0) {
-    log_->info("{}: CBS reply dropped: the client attached no $cbs receiver", log_id_);
+    log_->info("{}: reply dropped: the client attached no receiver for it", log_id_);
     return;
   }
   if (!reply_to.empty()) m.to(reply_to);
   link_state& s = links_.at(chosen);
   if (s.replies.size() >= opts_.max_pending_replies) {
-    log_->info("{}: the client does not read its CBS replies; closing", log_id_);
-    driver_.close(amqp::condition("amqp:resource-limit-exceeded", "Too many unread CBS replies"));
+    log_->info("{}: the client does not read its replies; closing", log_id_);
+    driver_.close(amqp::condition("amqp:resource-limit-exceeded", "Too many unread replies"));
     return;
   }
   s.replies.push_back(std::move(m));
@@ -282,6 +307,161 @@ void connection::telemetry_appended(std::uint64_t ticket, result<void> r, std::v
     driver_.settle(p.delivery, amqp::outcome::rejected, condition_for(r.error()));
   }
   driver_.grant(p.link, 1);  // ignored when the link has gone
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+bool connection::event_hubs_granted(const std::string& entity_path) const {
+  const std::int64_t now = clock_.now_seconds();
+  for (const auto& [name, g] : grants_) {
+    if (g.who != grant::kind::event_hub || g.expiry <= now) continue;
+    // Whole path segments, case-insensitively ("$Default" / "$default"), as IoT Hub compares.
+    if (entity_path.empty() || auth::scope_covers("eh/" + g.entity, "eh/" + entity_path)) return true;
+  }
+  return false;
+}
+
+void connection::on_event_hubs_link(amqp::link_requested& e) {
+  const bool management = (e.we_receive ? e.target : e.source) == "$management";
+  if (management) {
+    if (!event_hubs_granted({})) {
+      log_->info("{}: $management link refused: no Event Hubs token on this connection", log_id_);
+      driver_.refuse_link(e.link, amqp::condition("amqp:unauthorized-access", "Put a token for the $management node first ($cbs)"));
+      return;
+    }
+    link_state s;
+    s.kind = e.we_receive ? link_kind::mgmt_requests : link_kind::mgmt_replies;
+    s.name = e.name;
+    s.target = e.target;
+    links_.emplace(e.link, std::move(s));
+    driver_.accept_link(e.link, e.we_receive ? opts_.cbs_credit : 0);
+    return;
+  }
+  const auto addr = parse_partition_address(e.source);
+  if (!addr || addr->partition >= opts_.event_hub_partitions) {
+    driver_.refuse_link(e.link, amqp::condition("amqp:not-found", "No partition at '" + e.source + "'"));
+    return;
+  }
+  if (!event_hubs_granted(addr->entity + "/ConsumerGroups/" + addr->consumer_group + "/Partitions/" +
+                          std::to_string(addr->partition))) {
+    log_->info("{}: receiver on '{}' refused: no token for it", log_id_, e.source);
+    driver_.refuse_link(e.link, amqp::condition("amqp:unauthorized-access", "No valid token for '" + e.source + "'"));
+    return;
+  }
+  const auto pos = position_from_filters(e.filters);
+  if (!pos) {
+    driver_.refuse_link(e.link, amqp::condition("com.microsoft:argument-error", "The receiver's selector filter is not understood"));
+    return;
+  }
+  link_state s;
+  s.kind = link_kind::partition;
+  s.name = e.name;
+  s.partition = addr->partition;
+  s.start = *pos;
+  links_.emplace(e.link, std::move(s));
+  log_->debug("{}: Event Hubs receiver on partition {} attached", log_id_, addr->partition);
+  driver_.accept_link(e.link);
+}
+
+void connection::on_management_request(amqp::message_received& e, std::vector<work>& out) {
+  driver_.settle(e.delivery, amqp::outcome::accepted);
+  driver_.grant(e.link, 1);
+  management_request r = read_management_request(e.message);
+  if (r.operation != "READ") {
+    reply(link_kind::mgmt_replies, r.reply_to, management_error_reply(r, 400, "Unsupported operation '" + r.operation + "'"));
+    return;
+  }
+  if (r.type == "com.microsoft:eventhub") {
+    reply(link_kind::mgmt_replies, r.reply_to,
+          eventhub_info_reply(r, opts_.event_hub_partitions, opts_.event_hub_created_ms));
+    return;
+  }
+  if (r.type == "com.microsoft:partition") {
+    const auto p = text_to_partition(r.partition);
+    if (!p || *p >= opts_.event_hub_partitions) {
+      reply(link_kind::mgmt_replies, r.reply_to, management_error_reply(r, 404, "No partition '" + r.partition + "'"));
+      return;
+    }
+    const std::uint64_t ticket = ++next_ticket_;
+    management_.emplace(ticket, pending_management{std::move(r), e.link});
+    out.push_back(partition_info_work{ticket, *p});
+    return;
+  }
+  reply(link_kind::mgmt_replies, r.reply_to, management_error_reply(r, 400, "Unsupported type '" + r.type + "'"));
+}
+
+void connection::partition_info_ready(std::uint64_t ticket, result<storage::partition_stats> r, std::vector<work>& out) {
+  auto it = management_.find(ticket);
+  if (it == management_.end()) return;
+  const pending_management p = std::move(it->second);
+  management_.erase(it);
+  reply(link_kind::mgmt_replies, p.request.reply_to,
+        r ? partition_info_reply(p.request, *r) : management_error_reply(p.request, 500, r.error().message));
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::pump_partition(amqp::link_id link, std::vector<work>& out) {
+  auto it = links_.find(link);
+  if (it == links_.end() || it->second.kind != link_kind::partition) return;
+  link_state& s = it->second;
+  if (s.reading || s.waiting) return;
+  const int credit = driver_.credit(link);
+  if (credit <= 0) return;
+  const std::uint64_t ticket = ++next_ticket_;
+  s.reading = true;
+  reads_.emplace(ticket, link);
+  read_events_work w;
+  w.ticket = ticket;
+  w.partition = s.partition;
+  w.start = s.start;
+  w.from_sequence = s.next_sequence;
+  w.max_records = std::min<std::size_t>(static_cast<std::size_t>(credit), opts_.max_events_per_read);
+  out.push_back(std::move(w));
+}
+
+void connection::events_ready(std::uint64_t ticket, result<events_read> r, std::vector<work>& out) {
+  auto t = reads_.find(ticket);
+  if (t == reads_.end()) return;
+  const amqp::link_id link = t->second;
+  reads_.erase(t);
+  auto it = links_.find(link);
+  if (it == links_.end()) return;  // the receiver went away meanwhile
+  link_state& s = it->second;
+  s.reading = false;
+  if (!r) {
+    log_->info("{}: reading partition {} failed: {}", log_id_, s.partition, r.error().message);
+    driver_.close_link(link, condition_for(r.error()));
+    links_.erase(it);
+    return;
+  }
+  s.start.reset();
+  std::int64_t next = r->next_sequence;
+  for (const storage::log_record& rec : r->records) {
+    auto m = event_message(rec);
+    // Presettled, as the receiver would accept each anyway. A record that does not decode is
+    // skipped; one that finds no credit left is read again next time.
+    if (m && !driver_.send(link, *m, true)) {
+      next = rec.sequence;
+      break;
+    }
+  }
+  s.next_sequence = next;
+  if (r->records.empty()) {
+    s.waiting = true;
+    out.push_back(wait_events_work{link, s.partition, s.next_sequence});
+  } else {
+    pump_partition(link, out);
+  }
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::partition_data(amqp::link_id link, std::vector<work>& out) {
+  auto it = links_.find(link);
+  if (it == links_.end() || it->second.kind != link_kind::partition) return;
+  it->second.waiting = false;
+  pump_partition(link, out);
   driver_.poll(events_);
   handle(events_, out);
 }

@@ -10,6 +10,13 @@
 //   append_telemetry  -> telemetry::service::send(), then telemetry_appended() once durable
 //   attach_identity   -> connection_table::attach() (pool), then identity_attached()
 //   detach_identity   -> connection_table::detach() (pool); no answer
+//   read_events       -> resolve_position() + event_log::read() (pool), then events_ready()
+//   wait_events       -> partition_watch::wait(), then partition_data() when new events are durable
+//   partition_info    -> event_log::stats(), then partition_info_ready()
+// The Event Hubs-compatible endpoint (service.md §7) is served on the same connections: CBS
+// audiences "sb://<host>/<entity>...", the $management node (READ of the event hub and its
+// partitions) and partition receivers, which get the stored telemetry of their partition from
+// the position their selector filter names, as far as their credit allows.
 // An identity (device or module) is attached to the connection table while it has at least one
 // device link open on this connection, as IoT Hub shows a device Connected.
 // Every call, and every answer, happens on the connection's thread; the session carries answers
@@ -20,7 +27,9 @@
 #include "domain/registry/presence.hpp"
 #include "domain/telemetry/message.hpp"
 #include "heads/amqp/addresses.hpp"
+#include "heads/amqp/event_hubs.hpp"
 #include "heads/amqp/grants.hpp"
+#include "storage/event_log.hpp"
 
 #include <proton/message_id.hpp>
 
@@ -56,7 +65,30 @@ struct detach_identity_work {
   connections::identity who;
   std::string reason;
 };
-using work = std::variant<check_token_work, append_telemetry_work, attach_identity_work, detach_identity_work>;
+struct read_events_work {
+  std::uint64_t ticket = 0;
+  std::uint32_t partition = 0;
+  std::optional<event_position> start;  // the receiver's first read: where to start
+  std::int64_t from_sequence = 0;       // later reads
+  std::size_t max_records = 0;
+};
+struct wait_events_work {
+  amqp::link_id link = 0;
+  std::uint32_t partition = 0;
+  std::int64_t next_sequence = 0;
+};
+struct partition_info_work {
+  std::uint64_t ticket = 0;
+  std::uint32_t partition = 0;
+};
+using work = std::variant<check_token_work, append_telemetry_work, attach_identity_work, detach_identity_work,
+                          read_events_work, wait_events_work, partition_info_work>;
+
+// What a read_events found: the records, and the sequence number to read from next.
+struct events_read {
+  std::int64_t next_sequence = 0;
+  std::vector<storage::log_record> records;
+};
 
 struct connection_options {
   amqp::driver_options driver;
@@ -66,6 +98,10 @@ struct connection_options {
   std::uint32_t cbs_credit = 10;
   // Replies waiting for credit on a CBS reply link; beyond this the connection is closed.
   std::size_t max_pending_replies = 100;
+  // The Event Hubs-compatible endpoint: 0 partitions = not served (its links are refused).
+  std::uint32_t event_hub_partitions = 0;
+  std::int64_t event_hub_created_ms = 0;  // created_at in the event hub's READ
+  std::size_t max_events_per_read = 100;  // per read_events, within the receiver's credit
 };
 
 class connection {
@@ -86,6 +122,10 @@ class connection {
   // was deleted since its token was checked): its links are then closed.
   void identity_attached(const connections::identity& who, result<std::shared_ptr<registry::presence>> r,
                          std::vector<work>& out);
+  void events_ready(std::uint64_t ticket, result<events_read> r, std::vector<work>& out);
+  // New events are durable in the partition a receiver on `link` waited on.
+  void partition_data(amqp::link_id link, std::vector<work>& out);
+  void partition_info_ready(std::uint64_t ticket, result<storage::partition_stats> r, std::vector<work>& out);
   // The connection table replaced (or dropped) the identity: its links here are closed.
   void drop_identity(const connections::identity& who, const std::string& reason, std::vector<work>& out);
   // Identities attached to the table right now; the session detaches them when the connection
@@ -103,7 +143,7 @@ class connection {
   std::size_t telemetry_in_flight() const { return appends_.size(); }
 
  private:
-  enum class link_kind { cbs_requests, cbs_replies, telemetry };
+  enum class link_kind { cbs_requests, cbs_replies, telemetry, mgmt_requests, mgmt_replies, partition };
   struct link_state {
     link_kind kind = link_kind::telemetry;
     std::string name;
@@ -112,7 +152,13 @@ class connection {
     grant::kind identity_kind = grant::kind::device;
     std::string device_id;
     std::string module_id;
-    std::deque<proton::message> replies;  // cbs_replies waiting for credit
+    std::deque<proton::message> replies;  // cbs_replies / mgmt_replies waiting for credit
+    // partition: an Event Hubs receiver
+    std::uint32_t partition = 0;
+    std::optional<event_position> start;   // until the first read resolves it
+    std::int64_t next_sequence = 0;
+    bool reading = false;                  // a read_events is out
+    bool waiting = false;                  // caught up: a wait_events is out
   };
   struct pending_token {
     proton::message_id request_id;
@@ -123,6 +169,10 @@ class connection {
   struct pending_append {
     amqp::link_id link = 0;
     amqp::delivery_id delivery = 0;
+  };
+  struct pending_management {
+    management_request request;
+    amqp::link_id request_link = 0;
   };
   struct identity_state {
     connections::identity who;
@@ -140,7 +190,13 @@ class connection {
   void on_message(amqp::message_received& e, std::vector<work>& out);
   void on_cbs_request(amqp::message_received& e, std::vector<work>& out);
   void on_telemetry(const link_state& link, amqp::message_received& e, std::vector<work>& out);
-  void reply(amqp::link_id request_link, const std::string& reply_to, proton::message m);
+  void reply(link_kind kind, const std::string& reply_to, proton::message m);
+  void on_management_request(amqp::message_received& e, std::vector<work>& out);
+  void pump_partition(amqp::link_id link, std::vector<work>& out);
+  void on_event_hubs_link(amqp::link_requested& e);
+  // True when a live Event Hubs grant covers `entity_path` ("<hub>/ConsumerGroups/..."), or any
+  // Event Hubs grant when it is empty.
+  bool event_hubs_granted(const std::string& entity_path) const;
   void flush_replies(amqp::link_id link);
   void expire_grants(std::vector<work>& out);
   // The live grant that lets `device_id`/`module_id` attach a device link, by its audience.
@@ -157,6 +213,8 @@ class connection {
   std::unordered_map<std::uint64_t, pending_token> tokens_;
   std::unordered_map<std::uint64_t, pending_append> appends_;
   std::map<std::string, identity_state> identities_;  // by "<device>/<module>"
+  std::unordered_map<std::uint64_t, amqp::link_id> reads_;             // read_events ticket -> link
+  std::unordered_map<std::uint64_t, pending_management> management_;   // partition_info ticket
   std::vector<amqp::event> events_;  // scratch, reused
 };
 

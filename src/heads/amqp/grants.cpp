@@ -39,8 +39,21 @@ result<grant> check_token(const token_services& svc, const audience& aud, std::s
       g.auth = telemetry::auth_method::policy;
       return g;
     }
-    case audience::kind::event_hub:
-      return make_error(errc::unauthorized, "The Event Hubs-compatible endpoint is not served yet");
+    case audience::kind::event_hub: {
+      const std::string& host = svc.auth.identity().host_name;
+      if (!same_host(aud.host, host))
+        return make_error(errc::unauthorized, "The audience names another host than this hub (" + host + ")");
+      const std::string target = "sb://" + aud.host + "/" + aud.entity;
+      auto who = svc.auth.authorize(token, target, auth::permission::service_connect, auth::key_encoding::raw_text);
+      if (!who) return who.error();
+      grant g;
+      g.who = grant::kind::event_hub;
+      g.entity = aud.entity;
+      g.rights = who->rights;
+      g.expiry = who->expiry;
+      g.auth = telemetry::auth_method::policy;
+      return g;
+    }
     case audience::kind::invalid: break;
   }
   return make_error(errc::unauthorized, "The put-token audience is not a device, module or hub of this IoT hub");

@@ -20,11 +20,12 @@ class service;
 namespace hub::amqp_head {
 
 struct grant {
-  enum class kind { device, module, hub };
+  enum class kind { device, module, hub, event_hub };
   kind who = kind::device;
   std::string device_id;      // device and module grants
   std::string module_id;      // module grants
   std::string generation_id;  // of the device or module, stamped on its telemetry
+  std::string entity;         // event_hub: the audience's path ("<hub>/ConsumerGroups/...")
   telemetry::auth_method auth = telemetry::auth_method::sas;
   auth::permissions rights = 0;
   std::int64_t expiry = 0;    // seconds since the epoch: the grant (and what it authorised) ends then
@@ -39,7 +40,8 @@ struct token_services {
 //  - device / module audiences: a device or module SAS token (its keys, or a policy with
 //    DeviceConnect), for an existing, enabled identity;
 //  - the hub itself: a policy token with ServiceConnect (the service SDK's Client);
-//  - Event Hubs audiences: not served yet (Unauthorized).
+//  - Event Hubs audiences ("sb://<this hub's host>/<entity>..."): a policy token with
+//    ServiceConnect, signed the Event Hubs way (the key's UTF-8 text, not its base64 bytes).
 // Unauthorized with a reason for the log (never the token) otherwise. Blocks on storage.
 result<grant> check_token(const token_services& svc, const audience& aud, std::string_view token);
 

@@ -15,6 +15,7 @@
 #include "domain/connections/connection_table.hpp"
 #include "domain/telemetry/service.hpp"
 #include "heads/amqp/grants.hpp"
+#include "heads/amqp/partition_watch.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -294,6 +295,58 @@ void live::run(std::vector<work>& items) {
                    },
                    [&](attach_identity_work& a) { attach(a.who); },
                    [&](detach_identity_work& d) { detach(d.who, d.reason); },
+                   [&](read_events_work& r) {
+                     // Segment files: on the pool.
+                     asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, r]() {
+                       const storage::event_log& log = svc->telemetry.log();
+                       const std::int64_t from = r.start ? resolve_position(log, r.partition, *r.start) : r.from_sequence;
+                       auto records = log.read(r.partition, from, r.max_records);
+                       result<events_read> answer = make_error(errc::server_error, "");
+                       if (records) {
+                         events_read e;
+                         e.next_sequence = records->empty() ? from : records->back().sequence + 1;
+                         e.records = std::move(*records);
+                         answer = std::move(e);
+                       } else {
+                         answer = records.error();
+                       }
+                       asio::post(ex, [self, ticket = r.ticket, answer = std::move(answer)]() mutable {
+                         auto s = self.lock();
+                         if (!s || s->closed_) return;
+                         std::vector<work> more;
+                         s->conn_.events_ready(ticket, std::move(answer), more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
+                   },
+                   [&](wait_events_work& w) {
+                     if (ctx_.svc.watch == nullptr) return;
+                     ctx_.svc.watch->wait(w.partition, w.next_sequence, weak_from_this(),
+                                          [self = weak_from_this(), ex = ex_, link = w.link] {
+                                            asio::post(ex, [self, link] {
+                                              auto s = self.lock();
+                                              if (!s || s->closed_) return;
+                                              std::vector<work> more;
+                                              s->conn_.partition_data(link, more);
+                                              s->run(more);
+                                              s->kick();
+                                            });
+                                          });
+                   },
+                   [&](partition_info_work& p) {
+                     asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, p]() {
+                       result<storage::partition_stats> st = svc->telemetry.log().stats(p.partition);
+                       asio::post(ex, [self, ticket = p.ticket, st = std::move(st)]() mutable {
+                         auto s = self.lock();
+                         if (!s || s->closed_) return;
+                         std::vector<work> more;
+                         s->conn_.partition_info_ready(ticket, std::move(st), more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
+                   },
                },
                item);
   }
@@ -301,6 +354,16 @@ void live::run(std::vector<work>& items) {
 }
 
 }  // namespace
+
+connection_options default_options(const services& svc) {
+  connection_options o;
+  if (svc.watch != nullptr) {
+    o.event_hub_partitions = svc.telemetry.log().partitions();
+    o.event_hub_created_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(svc.clk.now().time_since_epoch()).count();
+  }
+  return o;
+}
 
 asio::awaitable<void> run_session(transport& t, std::string_view first_bytes, const session_context& ctx,
                                   const connection_info& conn) {

@@ -34,6 +34,9 @@ class service;
 namespace hub::connections {
 class connection_table;
 }
+namespace hub::amqp_head {
+class partition_watch;
+}
 
 namespace hub::amqp_head {
 
@@ -59,7 +62,13 @@ struct services {
   telemetry::service& telemetry;
   connections::connection_table& connections;
   const clock& clk;
+  // The Event Hubs-compatible endpoint over the telemetry event log; null: not served.
+  partition_watch* watch = nullptr;
 };
+
+// The connection options hubd runs with: the defaults, plus the Event Hubs endpoint's partitions
+// (those of the telemetry event log) when `svc.watch` is set, created "now".
+connection_options default_options(const services& svc);
 
 // Shared by every AMQP connection; owned by the server's listeners, which outlive them.
 struct session_context {
