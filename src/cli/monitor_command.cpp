@@ -49,10 +49,11 @@ int run_monitor(const std::string& data_dir, const monitor_options& o) {
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGPIPE, SIG_IGN);
-  if (!o.json) {
-    fmt::print(stderr, "Starting event monitor on {}{}, use ctrl-c to stop...\n", events.string(),
-               o.from == "start" ? " from the oldest retained event" : "");
-  }
+  // On stderr, also with --json: stdout carries only events. Printed once the starting point is
+  // fixed, so a script may start sending when it sees this line.
+  fmt::print(stderr, "Starting event monitor on {}{}, use ctrl-c to stop...\n", events.string(),
+             o.from == "start" ? " from the oldest retained event" : "");
+  std::fflush(stderr);
   return monitor::run(**src, run, stdout, stop_requested);
 }
 
