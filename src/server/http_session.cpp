@@ -3,6 +3,7 @@
 // One of the two heavy TUs of the server (the other is listener.cpp).
 #include "base/text.hpp"
 #include "heads/http/router.hpp"
+#include "heads/amqp/session.hpp"
 #include "heads/mqtt/session.hpp"
 #include "domain/certificates/peer_chain.hpp"
 #include "server/session.hpp"
@@ -139,8 +140,9 @@ bool offers_subprotocol(std::string_view offered, std::string_view protocol) {
 
 using ws_stream = websocket::stream<tls_stream&>;
 
-// MQTT over WebSockets (MqttWs): MQTT's bytes in binary messages, split anywhere.
-class ws_transport final : public mqtt_head::transport {
+// MQTT over WebSockets (MqttWs) and AMQP over WebSockets (AmqpWs): the protocol's bytes in
+// binary messages, split anywhere. One adapter for both heads (their transports have one shape).
+class ws_transport final : public mqtt_head::transport, public amqp_head::transport {
  public:
   explicit ws_transport(ws_stream& ws) : ws_(ws) {}
 
@@ -169,28 +171,49 @@ class ws_transport final : public mqtt_head::transport {
   ws_stream& ws_;
 };
 
-// Completes the upgrade (101 with Sec-WebSocket-Protocol: mqtt, which the ws client insists on)
-// and runs the MQTT session over the WebSocket. The caller owns `stream` and co_awaits this.
-asio::awaitable<session_end> serve_mqtt_over_websocket(tls_stream& stream, const bhttp::request<bhttp::string_body>& req,
-                                                       const session_context& ctx, const connection_info& conn) {
-  ws_stream ws(stream);
-  ws.set_option(websocket::stream_base::decorator(
-      [](websocket::response_type& res) { res.set(bhttp::field::sec_websocket_protocol, "mqtt"); }));
+// Completes the upgrade (101 with the chosen Sec-WebSocket-Protocol, which the ws client insists
+// on). False (logged) when it fails.
+asio::awaitable<bool> accept_upgrade(ws_stream& ws, const bhttp::request<bhttp::string_body>& req,
+                                     std::string_view subprotocol, const session_context& ctx, const connection_info& conn) {
+  ws.set_option(websocket::stream_base::decorator([subprotocol](websocket::response_type& res) {
+    res.set(bhttp::field::sec_websocket_protocol, subprotocol);
+  }));
   ws.binary(true);
-  // A message holds one or a few MQTT packets; the MQTT session bounds the packet size itself.
+  // A message holds one or a few packets or frames; each head bounds their size itself.
   ws.read_message_max(4 * 1024 * 1024);
-  auto& tcp_layer = beast::get_lowest_layer(stream);
+  auto& tcp_layer = beast::get_lowest_layer(ws);
   tcp_layer.expires_after(ctx.limits.request_timeout);
   auto [ec] = co_await ws.async_accept(req, asio::as_tuple(asio::use_awaitable));
   tcp_layer.expires_never();
   if (ec) {
     ctx.log->info("connection {} from {}: WebSocket upgrade failed: {}", conn.id, conn.peer, ec.message());
-    co_return session_end::peer_closed;
+    co_return false;
   }
+  co_return true;
+}
+
+// MqttWs: the MQTT session over the WebSocket. The caller owns `stream` and co_awaits this.
+asio::awaitable<session_end> serve_mqtt_over_websocket(tls_stream& stream, const bhttp::request<bhttp::string_body>& req,
+                                                       const session_context& ctx, const connection_info& conn) {
+  ws_stream ws(stream);
+  const bool upgraded = co_await accept_upgrade(ws, req, "mqtt", ctx, conn);
+  if (!upgraded) co_return session_end::peer_closed;
   ws_transport transport(ws);
   const mqtt_head::connection_info info{conn.id, conn.peer};
   co_await mqtt_head::run_session(transport, {}, *ctx.mqtt, info);
   co_return session_end::peer_closed;  // the MQTT session closed the socket
+}
+
+// AmqpWs: the AMQP session over the WebSocket. The caller owns `stream` and co_awaits this.
+asio::awaitable<session_end> serve_amqp_over_websocket(tls_stream& stream, const bhttp::request<bhttp::string_body>& req,
+                                                       const session_context& ctx, const connection_info& conn) {
+  ws_stream ws(stream);
+  const bool upgraded = co_await accept_upgrade(ws, req, "AMQPWSB10", ctx, conn);
+  if (!upgraded) co_return session_end::peer_closed;
+  ws_transport transport(ws);
+  const amqp_head::connection_info info{conn.id, conn.peer, "amqp-ws"};
+  co_await amqp_head::run_session(transport, {}, *ctx.amqp, info);
+  co_return session_end::peer_closed;  // the AMQP session closed the socket
 }
 
 beast_response too_large(unsigned version, const session_context& ctx) {
@@ -251,7 +274,9 @@ asio::awaitable<session_end> run_http_session(tls_stream& stream, beast::flat_bu
       if (iothub_path && ctx.mqtt && offers_subprotocol(offered, "mqtt") && buffer.size() == 0) {
         co_return co_await serve_mqtt_over_websocket(stream, parser.get(), ctx, conn);
       }
-      // AMQP over WebSockets (subprotocol "AMQPWSB10") joins here with the AMQP head, the same way.
+      if (iothub_path && ctx.amqp && offers_subprotocol(offered, "AMQPWSB10") && buffer.size() == 0) {
+        co_return co_await serve_amqp_over_websocket(stream, parser.get(), ctx, conn);
+      }
       ctx.log->info("connection {}: WebSocket upgrade to {} ({}) is not served", conn.id, path_of(parser.get().target()),
                     offered);
       beast_response rejected = rejection(

@@ -3,6 +3,7 @@
 #include "server/listener.hpp"
 
 #include "base/log.hpp"
+#include "heads/amqp/session.hpp"
 #include "heads/mqtt/session.hpp"
 #include "server/files.hpp"
 #include "domain/certificates/peer_chain.hpp"
@@ -99,8 +100,9 @@ ssl::context make_tls_context(const listener_options& opts) {
   return ctx;
 }
 
-// MQTT straight over the TLS stream (port 8883, or any port where MQTT is detected).
-class tls_transport final : public mqtt_head::transport {
+// MQTT or AMQP straight over the TLS stream (ports 8883 and 5671, or any port where the protocol
+// is detected). One adapter for both heads: their transports have one shape.
+class tls_transport final : public mqtt_head::transport, public amqp_head::transport {
  public:
   explicit tls_transport(tls_stream& s) : s_(s) {}
 
@@ -174,7 +176,8 @@ std::string bound_endpoint::to_string() const {
 }
 
 struct listeners::impl {
-  impl(listener_options o, const http::router& r, const clock& c, const mqtt_head::services* mqtt);
+  impl(listener_options o, const http::router& r, const clock& c, const mqtt_head::services* mqtt,
+       const amqp_head::services* amqp);
 
   void bind_all();
   bool try_bind(const asio::ip::address& address, const listen_port& port, error_code& ec);
@@ -193,6 +196,7 @@ struct listeners::impl {
   asio::thread_pool route_pool_;
   ssl::context tls_;
   std::optional<mqtt_head::session_context> mqtt_ctx_;
+  std::optional<amqp_head::session_context> amqp_ctx_;
   session_context session_ctx_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::vector<bound_endpoint> endpoints_;
@@ -206,7 +210,8 @@ struct listeners::impl {
   bool ran_ = false;
 };
 
-listeners::impl::impl(listener_options o, const http::router& r, const clock& c, const mqtt_head::services* mqtt)
+listeners::impl::impl(listener_options o, const http::router& r, const clock& c, const mqtt_head::services* mqtt,
+                      const amqp_head::services* amqp)
     : opts_(std::move(o)),
       workers_([&] {
         std::size_t n = opts_.io_threads ? opts_.io_threads : std::thread::hardware_concurrency();
@@ -219,7 +224,11 @@ listeners::impl::impl(listener_options o, const http::router& r, const clock& c,
       mqtt_ctx_(mqtt ? std::optional<mqtt_head::session_context>(std::in_place, *mqtt, route_pool_.get_executor(),
                                                                   mqtt_head::session_options{}, hub::log::get("mqtt"))
                      : std::nullopt),
-      session_ctx_{r, c, route_pool_.get_executor(), opts_.http, hub::log::get("http"), mqtt_ctx_ ? &*mqtt_ctx_ : nullptr} {
+      amqp_ctx_(amqp ? std::optional<amqp_head::session_context>(std::in_place, *amqp, route_pool_.get_executor(),
+                                                                  amqp_head::default_options(*amqp), hub::log::get("amqp"))
+                     : std::nullopt),
+      session_ctx_{r, c, route_pool_.get_executor(), opts_.http, hub::log::get("http"), mqtt_ctx_ ? &*mqtt_ctx_ : nullptr,
+                   amqp_ctx_ ? &*amqp_ctx_ : nullptr} {
   // Registered now, before hubd prints "hubd ready": a SIGTERM that arrives before run() starts
   // waiting is queued by the signal_set instead of killing the process.
   signals_.emplace(workers_[0]->ioc, SIGINT, SIGTERM);
@@ -396,9 +405,14 @@ asio::awaitable<session_end> listeners::impl::serve_connection(tls_stream& strea
     co_return session_end::peer_closed;  // the MQTT session closed the socket
   }
   if (seen.starts_with("AMQP")) {
-    // The AMQP head (heads/amqp, Proton connection_driver) will take `stream` and `buffer` from here.
-    log_->info("connection {} from {}: AMQP is not served yet; closing", conn.id, conn.peer);
-    co_return session_end::we_close;
+    if (!amqp_ctx_) {
+      log_->info("connection {} from {}: AMQP is not served; closing", conn.id, conn.peer);
+      co_return session_end::we_close;
+    }
+    tls_transport transport(stream);
+    const amqp_head::connection_info info{conn.id, conn.peer, "amqp"};
+    co_await amqp_head::run_session(transport, seen, *amqp_ctx_, info);
+    co_return session_end::peer_closed;  // the AMQP session closed the socket
   }
   co_return co_await run_http_session(stream, buffer, session_ctx_, conn);
 }
@@ -439,8 +453,8 @@ void listeners::impl::close_everything() {
 }
 
 listeners::listeners(listener_options options, const http::router& router, const clock& clk,
-                     const mqtt_head::services* mqtt)
-    : impl_(std::make_unique<impl>(std::move(options), router, clk, mqtt)) {}
+                     const mqtt_head::services* mqtt, const amqp_head::services* amqp)
+    : impl_(std::make_unique<impl>(std::move(options), router, clk, mqtt, amqp)) {}
 
 listeners::~listeners() {
   // run() was never called or already returned: nothing runs, the members clean up.

@@ -23,6 +23,9 @@ class router;
 namespace hub::mqtt_head {
 struct services;
 }
+namespace hub::amqp_head {
+struct services;
+}
 
 namespace hub::server {
 
@@ -59,9 +62,10 @@ struct bound_endpoint {
 
 class listeners {
  public:
-  // `mqtt` null: MQTT connections (direct or over WebSockets) are detected but refused.
+  // `mqtt` / `amqp` null: MQTT / AMQP connections (direct or over WebSockets) are detected but
+  // refused.
   listeners(listener_options options, const http::router& router, const clock& clk,
-            const mqtt_head::services* mqtt = nullptr);
+            const mqtt_head::services* mqtt = nullptr, const amqp_head::services* amqp = nullptr);
   ~listeners();
   listeners(const listeners&) = delete;
   listeners& operator=(const listeners&) = delete;

@@ -7,6 +7,8 @@
 #include "domain/connections/connection_table.hpp"
 #include "domain/registry/service.hpp"
 #include "domain/telemetry/service.hpp"
+#include "heads/amqp/partition_watch.hpp"
+#include "heads/amqp/services.hpp"
 #include "heads/http/router.hpp"
 #include "heads/mqtt/services.hpp"
 #include "heads/mqtt/session_store.hpp"
@@ -163,6 +165,9 @@ int run(const config& cfg) {
                                    proved->not_after};
   };
   const mqtt_head::services mqtt{auth, connections, telemetry, mqtt_sessions, clk, x509};
+  // The Event Hubs-compatible endpoint reads the same log; its receivers wait on this watch.
+  amqp_head::partition_watch event_watch(**events);
+  const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch};
   http::router router(http::services{registry, auth, clk, &connections});
   retention_keeper retention(**events, clk);
 
@@ -171,7 +176,7 @@ int run(const config& cfg) {
   opts.ports = {{"https", cfg.https_port}, {"mqtt", cfg.mqtt_port}, {"amqp", cfg.amqp_port}};
   opts.cert_chain_file = layout.server_cert();
   opts.key_file = layout.server_key();
-  listeners net(std::move(opts), router, clk, &mqtt);
+  listeners net(std::move(opts), router, clk, &mqtt, &amqp);
 
   std::vector<std::string> bound;
   for (const bound_endpoint& ep : net.endpoints()) bound.push_back(ep.to_string());

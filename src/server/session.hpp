@@ -23,6 +23,9 @@ class router;
 namespace hub::mqtt_head {
 struct session_context;
 }
+namespace hub::amqp_head {
+struct session_context;
+}
 
 namespace hub::server {
 
@@ -36,6 +39,7 @@ struct session_context {
   http_limits limits;
   std::shared_ptr<spdlog::logger> log;
   const mqtt_head::session_context* mqtt = nullptr;  // MQTT over WebSockets; null: refused
+  const amqp_head::session_context* amqp = nullptr;  // AMQP over WebSockets; null: refused
 };
 
 // One accepted connection, for log lines. Never holds credentials.

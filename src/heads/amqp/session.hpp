@@ -7,6 +7,7 @@
 //
 // Heavy (Asio): include only from the session TU and the server TUs that hand connections over.
 #include "heads/amqp/connection.hpp"
+#include "heads/amqp/services.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -22,18 +23,7 @@
 namespace spdlog {
 class logger;
 }
-namespace hub::auth {
-class service;
-}
-namespace hub::registry {
-class service;
-}
-namespace hub::telemetry {
-class service;
-}
-namespace hub::connections {
-class connection_table;
-}
+
 namespace hub::amqp_head {
 class partition_watch;
 }
@@ -53,17 +43,6 @@ class transport {
   virtual boost::asio::awaitable<void> write(boost::asio::const_buffer buf, boost::system::error_code& ec) = 0;
   // Closes the socket at once; pending operations complete with an error. Idempotent.
   virtual void close() noexcept = 0;
-};
-
-// What the AMQP head reaches. Owned by the composition root; every member outlives the listeners.
-struct services {
-  const auth::service& auth;
-  registry::service& registry;
-  telemetry::service& telemetry;
-  connections::connection_table& connections;
-  const clock& clk;
-  // The Event Hubs-compatible endpoint over the telemetry event log; null: not served.
-  partition_watch* watch = nullptr;
 };
 
 // The connection options hubd runs with: the defaults, plus the Event Hubs endpoint's partitions

@@ -1,0 +1,35 @@
+#pragma once
+// What the AMQP head reaches: the domain services it calls. Light (references only): the
+// composition root and the listener's header include it.
+namespace hub {
+class clock;
+}
+namespace hub::auth {
+class service;
+}
+namespace hub::registry {
+class service;
+}
+namespace hub::telemetry {
+class service;
+}
+namespace hub::connections {
+class connection_table;
+}
+
+namespace hub::amqp_head {
+
+class partition_watch;
+
+// Owned by the composition root; every member outlives the listeners.
+struct services {
+  const auth::service& auth;
+  registry::service& registry;
+  telemetry::service& telemetry;
+  connections::connection_table& connections;
+  const clock& clk;
+  // The Event Hubs-compatible endpoint over the telemetry event log; null: not served.
+  partition_watch* watch = nullptr;
+};
+
+}  // namespace hub::amqp_head
