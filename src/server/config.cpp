@@ -85,7 +85,8 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
       ->type_name("FILE");
 
   app.add_option("--data", data_dir,
-                 "Data folder: hub identity and keys (hub.json), CA and server certificates, database.\n"
+                 "Data folder: hub identity and keys (hub.json), CA and server certificates, database\n"
+                 "(db/), telemetry (events/).\n"
                  "Default: $HUBD_DATA, else /var/lib/hubd as root, else $XDG_DATA_HOME/hubd\n"
                  "or ~/.local/share/hubd")
       ->type_name("DIR");

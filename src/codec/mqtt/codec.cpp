@@ -169,6 +169,12 @@ bool decode_connect(reader& r, connect& c) {
   // The protocol level is checked by the session (it answers CONNACK 1), not here.
   if (name != "MQTT" && !(name == "MQIsdp" && level == 3)) return r.fail(decode_error::bad_protocol_name);
   c.protocol_level = level;
+  // Another version cannot be read as 3.1.1 (MQTT 5 puts properties here): stop, so that the
+  // session can still answer CONNACK 1, unacceptable protocol version (§3.1.2.2).
+  if (level != 4 && !(name == "MQIsdp" && level == 3)) {
+    r.rest();
+    return true;
+  }
   if (flags & 0x01) return r.fail(decode_error::reserved_connect_flag);
   c.clean_session = (flags & 0x02) != 0;
   const bool will = (flags & 0x04) != 0;

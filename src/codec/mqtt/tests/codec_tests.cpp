@@ -45,6 +45,21 @@ TEST(mqtt_codec, connect_as_the_azure_sdk_sends_it) {
   EXPECT_FALSE(c.will);
 }
 
+TEST(mqtt_codec, connect_of_another_version_decodes_far_enough_to_refuse_it) {
+  const std::string s = bytes({
+      0x10, 17,                            // CONNECT, remaining length 17
+      0, 4, 'M', 'Q', 'T', 'T',            // protocol name
+      5,                                   // level 5 = MQTT 5
+      0x02,                                // clean start
+      0, 60,                               // keep-alive
+      0,                                   // MQTT 5 properties: none (not 3.1.1's layout)
+      0, 4, 'd', 'e', 'v', '1'});          // client id
+  const auto r = dec(s);
+  const auto& c = as<connect>(r);
+  EXPECT_EQ(r.consumed, s.size());
+  EXPECT_EQ(c.protocol_level, 5);  // the session answers CONNACK 1
+}
+
 TEST(mqtt_codec, connect_round_trips_through_the_encoder) {
   connect c;
   c.clean_session = false;
