@@ -8,6 +8,10 @@ const path = require('node:path');
 const { Registry } = require('azure-iothub');
 const { startHub, hubctl } = require('./lib/hub');
 const { errors, rejectsWith, parseConnectionString } = require('./lib/util');
+const { Mqtt } = require('azure-iot-device-mqtt');
+const {
+  Message, createSasDevice, openClient, closeQuietly, within, runMonitor, startMonitor, parseJsonLines,
+} = require('./lib/device');
 
 async function ok(hub, ...args) {
   const res = await hubctl(hub, ...args);
@@ -103,6 +107,108 @@ describe('hubctl', () => {
       const res = await hubctl(hub, 'device', 'show', id);
       assert.notEqual(res.code, 0, res.stdout);
       assert.match(res.stderr, /DeviceNotFound/);
+    });
+  });
+
+  describe('monitor-events (device-to-cloud messages sent over MQTT)', () => {
+    const id = `cli-monitor-${process.pid}`;
+    let dev;
+    let client;
+    before(async () => {
+      dev = await createSasDevice(hub, registry, id);
+      client = await openClient(dev.connectionString, Mqtt);
+      const json = new Message(JSON.stringify({ temperature: 21.5, unit: '°C' }));
+      json.messageId = 'm-json';
+      json.correlationId = 'c-json';
+      json.contentType = 'application/json';
+      json.contentEncoding = 'utf-8';
+      json.properties.add('alert', 'hot/cold & more');
+      json.properties.add('ünïcode key', '✓');
+      const text = new Message('plain text, not JSON');
+      text.messageId = 'm-text';
+      text.properties.add('kind', 'text');
+      const binary = new Message(Buffer.from([0x00, 0xfe, 0xff]));
+      binary.messageId = 'm-binary';
+      for (const m of [json, text, binary]) await within(20_000, client.sendEvent(m), 'sendEvent');
+    });
+    after(async () => {
+      await closeQuietly(client);
+    });
+
+    it('--json prints every message once, with its system and application properties', async () => {
+      const res = await runMonitor(hub, ['--from', 'start', '--json', '--timeout', '1', '--device', id]);
+      assert.equal(res.code, 0, res.stderr);
+      const events = parseJsonLines(res.stdout);
+      assert.deepEqual(events.map((e) => e.systemProperties['message-id']), ['m-json', 'm-text', 'm-binary']);
+      const [json, text, binary] = events;
+      for (const e of events) {
+        assert.equal(e.deviceId, id);
+        assert.equal(e.moduleId, null);
+        assert.equal(e.systemProperties['iothub-connection-device-id'], id);
+        assert.equal(e.systemProperties['iothub-connection-auth-generation-id'], dev.generationId);
+        assert.equal(JSON.parse(e.systemProperties['iothub-connection-auth-method']).type, 'sas');
+        assert.equal(e.systemProperties['iothub-message-source'], 'Telemetry');
+        assert.equal(e.systemProperties['iothub-enqueuedtime'], e.enqueuedTime);
+        assert.ok(Number.isInteger(e.partition) && Number.isInteger(e.sequenceNumber), JSON.stringify(e));
+        assert.equal(typeof e.offset, 'string');
+      }
+      assert.deepEqual(json.body, { temperature: 21.5, unit: '°C' });
+      assert.equal(json.systemProperties['correlation-id'], 'c-json');
+      assert.equal(json.systemProperties['content-type'], 'application/json');
+      assert.equal(json.systemProperties['content-encoding'], 'utf-8');
+      assert.deepEqual(json.properties, { alert: 'hot/cold & more', 'ünïcode key': '✓' });
+      assert.equal(text.body, 'plain text, not JSON');
+      assert.deepEqual(text.properties, { kind: 'text' });
+      assert.equal(binary.bodyEncoding, 'base64');
+      assert.deepEqual(Buffer.from(binary.body, 'base64'), Buffer.from([0x00, 0xfe, 0xff]));
+    });
+
+    it('the human format prints az-style event blocks with the same content', async () => {
+      const res = await runMonitor(hub, ['--from', 'start', '--timeout', '1', '--device', id]);
+      assert.equal(res.code, 0, res.stderr);
+      const blocks = res.stdout.split(/^(?=\{$)/m).filter((b) => b.trim()).map((b) => JSON.parse(b));
+      assert.equal(blocks.length, 3, res.stdout);
+      const [json, text, binary] = blocks.map((b) => b.event);
+      assert.equal(json.origin, id);
+      assert.equal(json.module, '');
+      assert.deepEqual(json.payload, { temperature: 21.5, unit: '°C' });
+      assert.equal(json.properties.system['message-id'], 'm-json');
+      assert.equal(json.properties.system['correlation-id'], 'c-json');
+      assert.deepEqual(json.properties.application, { alert: 'hot/cold & more', 'ünïcode key': '✓' });
+      assert.equal(json.annotations['iothub-connection-device-id'], id);
+      assert.equal(text.payload, 'plain text, not JSON');
+      assert.equal(binary.properties.system['message-id'], 'm-binary');
+    });
+
+    it('--from now shows only new messages and --count ends it', async () => {
+      const monitor = await startMonitor(hub, ['--json', '--device', id, '--count', '2', '--timeout', '25']);
+      try {
+        const started = Date.now();
+        for (const n of [1, 2]) {
+          const m = new Message(`new ${n}`);
+          m.messageId = `m-new-${n}`;
+          await within(20_000, client.sendEvent(m), 'sendEvent');
+        }
+        const exit = await within(20_000, monitor.exited, 'monitor-events to stop after 2 messages');
+        assert.equal(exit.code, 0, monitor.output().stderr);
+        assert.ok(Date.now() - started < 20_000, 'it stopped at the count, not at the timeout');
+        assert.deepEqual(parseJsonLines(monitor.output().stdout).map((e) => e.systemProperties['message-id']),
+                         ['m-new-1', 'm-new-2']);
+      } finally {
+        if (monitor.child.exitCode === null) monitor.child.kill('SIGKILL');
+      }
+    });
+
+    it('--device filters: another device shows nothing', async () => {
+      const res = await runMonitor(hub, ['--from', 'start', '--json', '--timeout', '1', '--device', `${id}-nobody`]);
+      assert.equal(res.code, 0, res.stderr);
+      assert.equal(res.stdout, '');
+    });
+
+    it('a data folder without an event log is an error', async () => {
+      const res = await hubctl({ dataDir: path.join(hub.dataDir, 'no-such-folder') }, 'monitor-events', '--timeout', '1');
+      assert.equal(res.code, 1, res.stdout);
+      assert.match(res.stderr, /no telemetry to read/);
     });
   });
 
