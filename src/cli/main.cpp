@@ -1,5 +1,6 @@
 // hubctl: manage a hubd hub from the shell. Reads the hub identity from the data folder (works
 // without a running hubd), and manages devices over the same REST API the Azure service SDK uses.
+#include "base/crypto.hpp"
 #include "base/json.hpp"
 #include "base/text.hpp"
 #include "cli/monitor_command.hpp"
@@ -17,6 +18,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -371,6 +373,91 @@ int cmd_ca_cert(const global_options& g) {
   return 0;
 }
 
+// ---- X.509 CA certificates (hubd's /certificates API, IoT Hub's ARM Certificates shapes) ----
+
+std::string certificate_path(std::string_view name) { return "/certificates/" + text::url_encode(name); }
+
+// A certificate file as the API takes it: PEM text as is; a binary DER file (.cer/.der) as base64.
+std::string read_certificate_file(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) throw cli_error(fmt::format("{} is not a file", path));
+  if (fs::file_size(path, ec) > 64 * 1024) throw cli_error(fmt::format("{} is too large for a certificate", path));
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) throw cli_error(fmt::format("cannot read {}", path));
+  std::string bytes;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) bytes.append(buf, n);
+  std::fclose(f);
+  // PEM, or base64 text, goes as is; anything with binary bytes is DER.
+  const bool text_like = std::all_of(bytes.begin(), bytes.end(), [](unsigned char c) {
+    return c == '\n' || c == '\r' || c == '\t' || (c >= 0x20 && c < 0x7f);
+  });
+  return text_like ? bytes : crypto::base64_encode(bytes);
+}
+
+// The certificate's current etag, which every change but the first upload must send as If-Match.
+header_list if_match_current(const rest_api& api, std::string_view name) {
+  const bj::value cert = api.call_json("GET", certificate_path(name));
+  const std::string etag = string_field(cert, "etag");
+  return {{"If-Match", etag.empty() ? std::string("*") : fmt::format("\"{}\"", etag)}};
+}
+
+struct ca_upload_options {
+  std::string name;
+  std::string file;
+  bool verified = false;
+  bool replace = false;
+};
+
+int cmd_ca_upload(const global_options& g, const ca_upload_options& o) {
+  bj::object props{{"certificate", read_certificate_file(o.file)}, {"isVerified", o.verified}};
+  const bj::object body{{"properties", std::move(props)}};
+  rest_api api(g);
+  header_list headers;
+  if (o.replace) headers.emplace_back("If-Match", "*");
+  print_json(api.call_json("PUT", certificate_path(o.name), json::serialize(body), std::move(headers)));
+  return 0;
+}
+
+int cmd_ca_list(const global_options& g) {
+  rest_api api(g);
+  print_json(api.call_json("GET", "/certificates"));
+  return 0;
+}
+
+int cmd_ca_show(const global_options& g, const std::string& name) {
+  rest_api api(g);
+  print_json(api.call_json("GET", certificate_path(name)));
+  return 0;
+}
+
+// Prints only the code, so scripts can take it: CODE=$(hubctl ca verification-code root).
+int cmd_ca_verification_code(const global_options& g, const std::string& name) {
+  rest_api api(g);
+  const bj::value reply =
+      api.call_json("POST", certificate_path(name) + "/generateVerificationCode", {}, if_match_current(api, name));
+  const bj::object* props = reply.is_object() ? json::get_object(reply.as_object(), "properties") : nullptr;
+  const std::string code = props ? json::get_string(*props, "verificationCode").value_or("") : std::string();
+  if (code.empty()) throw cli_error("the hub sent no verificationCode");
+  fmt::print("{}\n", code);
+  return 0;
+}
+
+int cmd_ca_verify(const global_options& g, const std::string& name, const std::string& file) {
+  const bj::object body{{"certificate", read_certificate_file(file)}};
+  rest_api api(g);
+  print_json(
+      api.call_json("POST", certificate_path(name) + "/verify", json::serialize(body), if_match_current(api, name)));
+  return 0;
+}
+
+int cmd_ca_delete(const global_options& g, const std::string& name) {
+  rest_api api(g);
+  api.call("DELETE", certificate_path(name), {}, if_match_current(api, name));
+  fmt::print("deleted CA certificate {}\n", name);
+  return 0;
+}
+
 int run(int argc, char** argv) {
   global_options g;
   CLI::App app("hubctl — manage a hubd IoT hub.\n\n"
@@ -405,6 +492,36 @@ int run(int argc, char** argv) {
   auto* ca = app.add_subcommand("ca-cert", "Print the path of the hub's CA certificate (DIR/ca.pem)");
   ca->callback([&] { action = [&] { return cmd_ca_cert(g); }; });
 
+  auto* cas = app.add_subcommand("ca", "Manage the X.509 CA certificates the hub trusts for CA-signed devices");
+  cas->require_subcommand(1);
+  cas->fallthrough();
+  ca_upload_options ca_upload;
+  auto* caup = cas->add_subcommand("upload", "Upload a root or intermediate CA certificate (PEM or DER file)");
+  caup->add_option("name", ca_upload.name, "Certificate name (1-64 of A-Z a-z 0-9 - . _)")->required();
+  caup->add_option("file", ca_upload.file, "Certificate file")->required();
+  caup->add_flag("--verified", ca_upload.verified, "Mark it verified at once, without proof of possession");
+  caup->add_flag("--replace", ca_upload.replace, "Replace a certificate of that name (resets its verification)");
+  caup->callback([&] { action = [&] { return cmd_ca_upload(g, ca_upload); }; });
+  auto* calist = cas->add_subcommand("list", "List the CA certificates as JSON");
+  calist->callback([&] { action = [&] { return cmd_ca_list(g); }; });
+  std::string ca_name;
+  auto* cashow = cas->add_subcommand("show", "Show one CA certificate as JSON");
+  cashow->add_option("name", ca_name, "Certificate name")->required();
+  cashow->callback([&] { action = [&] { return cmd_ca_show(g, ca_name); }; });
+  auto* cacode = cas->add_subcommand("verification-code",
+                                     "Print a new verification code: the CN of the proof-of-possession certificate");
+  cacode->add_option("name", ca_name, "Certificate name")->required();
+  cacode->callback([&] { action = [&] { return cmd_ca_verification_code(g, ca_name); }; });
+  std::string ca_proof;
+  auto* caverify = cas->add_subcommand("verify", "Prove possession: upload a certificate with CN=<verification code> "
+                                                 "signed by the CA's key");
+  caverify->add_option("name", ca_name, "Certificate name")->required();
+  caverify->add_option("file", ca_proof, "Verification certificate file (PEM or DER)")->required();
+  caverify->callback([&] { action = [&] { return cmd_ca_verify(g, ca_name, ca_proof); }; });
+  auto* cadelete = cas->add_subcommand("delete", "Delete a CA certificate");
+  cadelete->add_option("name", ca_name, "Certificate name")->required();
+  cadelete->callback([&] { action = [&] { return cmd_ca_delete(g, ca_name); }; });
+
   sas_options sas;
   auto* gen = app.add_subcommand("generate-sas-token", "Print a SAS token (for an Authorization header or a device)");
   gen->add_option("--device", sas.device, "Scope the token to this device; signed with the device's key, fetched from the hub,\n"
@@ -421,9 +538,11 @@ int run(int argc, char** argv) {
   device_create_options create;
   auto* dcreate = device->add_subcommand("create", "Create a device");
   dcreate->add_option("id", create.id, "Device id")->required();
-  dcreate->add_option("--auth", create.auth, "Authentication: sas (keys generated), selfSigned (X.509 thumbprints) or none")
+  dcreate->add_option("--auth", create.auth,
+                      "Authentication: sas (keys generated), selfSigned (X.509 thumbprints), certificateAuthority\n"
+                      "(X.509 signed by a verified CA: `hubctl ca`) or none")
       ->capture_default_str()
-      ->check(CLI::IsMember({"sas", "selfSigned", "none"}));
+      ->check(CLI::IsMember({"sas", "selfSigned", "certificateAuthority", "none"}));
   dcreate->add_option("--primary-thumbprint", create.primary_thumbprint, "SHA-1 or SHA-256 thumbprint (selfSigned)");
   dcreate->add_option("--secondary-thumbprint", create.secondary_thumbprint, "Second thumbprint (selfSigned)");
   dcreate->add_flag("--disabled", create.disabled, "Create it disabled");

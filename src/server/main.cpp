@@ -168,7 +168,7 @@ int run(const config& cfg) {
   // The Event Hubs-compatible endpoint reads the same log; its receivers wait on this watch.
   amqp_head::partition_watch event_watch(**events);
   const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch};
-  http::router router(http::services{registry, auth, clk, &connections});
+  http::router router(http::services{registry, auth, clk, certs, &connections});
   retention_keeper retention(**events, clk);
 
   listener_options opts;

@@ -177,7 +177,8 @@ result<void> service::remove(std::string_view name, const if_match& etag) {
   std::lock_guard lock(write_mutex_);
   auto existing = load(name);
   if (!existing) return existing.error();
-  if (!*existing) return not_found(name);
+  // IoT Hub's API: "Deletes an existing X509 certificate or does nothing if it does not exist."
+  if (!*existing) return {};
   if (!etag_matches(etag, (*existing)->etag)) return etag_mismatch(name);
   storage::write_batch batch;
   batch.del(key_of(name));

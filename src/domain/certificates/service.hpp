@@ -44,7 +44,8 @@ class service {
   result<ca_certificate> get(std::string_view name);
   // In name order.
   result<std::vector<ca_certificate>> list();
-  // If-Match is required ("*" for any version), as IoT Hub's API requires the etag.
+  // If-Match is required ("*" for any version), as IoT Hub's API requires the etag. Deleting a
+  // certificate that does not exist succeeds and does nothing, as IoT Hub's API says.
   result<void> remove(std::string_view name, const if_match& etag);
   // A new random verification code (48 upper-case hex digits), replacing any earlier one; the
   // etag changes. If-Match required.

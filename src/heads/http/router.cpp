@@ -122,6 +122,7 @@ result<parsed_target> parse_target(std::string_view target) {
 struct captures {
   std::string_view device_id;
   std::string_view module_id;
+  std::string_view name;
 };
 
 // Matches decoded segments against a pattern such as "devices/{id}/modules/{mid}".
@@ -134,6 +135,8 @@ bool match_pattern(std::string_view pattern, const std::vector<std::string>& seg
       c.device_id = segments[i];
     } else if (parts[i] == "{mid}") {
       c.module_id = segments[i];
+    } else if (parts[i] == "{name}") {
+      c.name = segments[i];
     } else if (!text::iequals(parts[i], segments[i])) {
       return false;
     }
@@ -143,7 +146,9 @@ bool match_pattern(std::string_view pattern, const std::vector<std::string>& seg
 }
 
 // Every route table of the REST API; later areas (twins, jobs, methods) add theirs here.
-std::array<std::span<const route>, 1> route_tables() { return {detail::registry_routes()}; }
+std::array<std::span<const route>, 2> route_tables() {
+  return {detail::registry_routes(), detail::certificate_routes()};
+}
 
 struct lookup {
   const route* found = nullptr;
@@ -259,7 +264,7 @@ response route_unguarded(const request& req, const services& s) {
     return invalid_id(l.ids.module_id, s.clk);
   }
 
-  const detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, target->query};
+  const detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, target->query, l.ids.name};
   return r.handle(ctx);
 }
 

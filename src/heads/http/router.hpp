@@ -4,6 +4,7 @@
 // calls route() off the I/O threads, because the domain services block on storage.
 #include "base/clock.hpp"
 #include "domain/auth/service.hpp"
+#include "domain/certificates/service.hpp"
 #include "domain/registry/service.hpp"
 
 #include <optional>
@@ -39,6 +40,7 @@ struct services {
   registry::service& registry;
   auth::service& auth;
   const clock& clk;
+  certificates::service& certificates;
   const connections::connection_table* connections = nullptr;  // connectedDeviceCount; null: 0
 };
 

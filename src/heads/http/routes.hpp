@@ -23,6 +23,7 @@ struct route_context {
   std::string_view device_id;  // decoded {id}; empty when the route has none
   std::string_view module_id;  // decoded {mid}
   const query_params& query;   // decoded; api-version included but meaningless
+  std::string_view name;       // decoded {name} (a certificate's name); empty when the route has none
 
   // Last value of a query parameter (names compare case-insensitively), nullopt when absent.
   std::optional<std::string_view> query_value(std::string_view name) const;
@@ -31,7 +32,8 @@ struct route_context {
 using handler_fn = response (*)(const route_context&);
 
 // One row of a route table. Fixed words in the pattern match case-insensitively (IoT Hub is
-// lenient there); "{id}" and "{mid}" capture a whole decoded segment, case preserved.
+// lenient there); "{id}", "{mid}" and "{name}" capture a whole decoded segment, case preserved.
+// The router checks {id} and {mid} against IoT Hub's id rule; {name} is the handler's to check.
 struct route {
   std::string_view method;
   std::string_view pattern;  // e.g. "devices/{id}/modules/{mid}", no leading '/'
@@ -41,6 +43,8 @@ struct route {
 
 // The registry routes of azure-iothub's Registry (service.md §3.1).
 std::span<const route> registry_routes();
+// The CA certificates API (IoT Hub's ARM "Certificates" shapes, served on the service API).
+std::span<const route> certificate_routes();
 
 // Shared response builders.
 inline constexpr std::string_view json_content_type = "application/json; charset=utf-8";

@@ -71,7 +71,8 @@ class router_test : public ::testing::Test {
   std::unique_ptr<storage::kv> kv = storage::make_memory_kv();
   registry::service reg{*kv, clk};
   auth::service auth{auth::hub_identity{host, auth::default_policies()}, reg, clk};
-  router rt{services{reg, auth, clk}};
+  certificates::service certs{*kv, reg, clk};
+  router rt{services{reg, auth, clk, certs}};
 
   std::string key_of(std::string_view policy) const {
     const auto* p = auth.identity().find(policy);
@@ -624,7 +625,8 @@ TEST(router_failures, exceptions_become_500_and_errors_keep_their_code) {
   throwing_kv kv;
   registry::service reg{kv, clk};
   auth::service auth{auth::hub_identity{host, auth::default_policies()}, reg, clk};
-  router rt{services{reg, auth, clk}};
+  certificates::service certs{kv, reg, clk};
+  router rt{services{reg, auth, clk, certs}};
   const auto* owner = auth.identity().find("iothubowner");
   ASSERT_NE(owner, nullptr);
   request req;
