@@ -18,8 +18,10 @@ const { startHub } = require('./lib/hub');
 const { encodeUriComponentStrict: strictEncode } = require('azure-iot-common');
 const { sasToken } = require('./lib/util');
 const {
-  Message, createSasDevice, makeClient, openClient, closeQuietly, within, selfSignedCert, sha1Thumbprint,
+  Message, createSasDevice, makeClient, openClient, closeQuietly, within, selfSignedCert, sha1Thumbprint, storedEvents,
+  eventsOf,
 } = require('./lib/device');
+const { RawMqtt, publishPacket, deviceCredentials } = require('./lib/raw_mqtt');
 
 // CONNACK 4 (bad user name or password) or 5 (not authorized): both are refusals by the hub.
 const REFUSED = /Connection refused: (Not authorized|Bad username or password)/;
@@ -123,6 +125,87 @@ describe('MQTT authentication', () => {
     await assertRefused(cs, { cert: other.cert, key: other.key });
     const client = await openClient(cs, Mqtt, { noRetry: true, cert: registered.cert, key: registered.key });
     await closeQuietly(client);
+  });
+
+  it('a token for one device does not let another device in', { timeout: 30_000 }, async () => {
+    const a = await createSasDevice(hub, registry, `auth-a-${pid}`);
+    const b = await createSasDevice(hub, registry, `auth-b-${pid}`);
+    const aKey = a.device.authentication.symmetricKey.primaryKey;
+    const asA = deviceCredentials(hub.hostName, a.deviceId, aKey);
+    const asB = deviceCredentials(hub.hostName, b.deviceId, aKey);   // B's resource signed with A's key
+    const cases = [
+      ['client id B, user name B, token of A', { ...asB, password: asA.password }],
+      ['client id B, user name B, token for B signed with A\'s key', asB],
+      ['client id B, user name A, token of A', { ...asA, clientId: b.deviceId }],
+    ];
+    for (const [what, fields] of cases) {
+      const raw = await RawMqtt.connect(hub.hostName);
+      try {
+        const rc = await raw.handshake(fields);
+        assert.ok(rc !== 0, `${what}: accepted (CONNACK 0)`);
+      } finally {
+        raw.destroy();
+      }
+    }
+  });
+
+  it('a device may not publish as another device', { timeout: 30_000 }, async () => {
+    const a = await createSasDevice(hub, registry, `auth-spoofer-${pid}`);
+    const victim = `auth-victim-${pid}`;
+    await createSasDevice(hub, registry, victim);
+    const raw = await RawMqtt.connect(hub.hostName);
+    try {
+      assert.equal(await raw.handshake(deviceCredentials(hub.hostName, a.deviceId, a.device.authentication.symmetricKey.primaryKey)), 0);
+      raw.write(publishPacket({ topic: `devices/${victim}/messages/events/`, payload: 'spoofed', packetId: 7 }));
+      // IoT Hub closes the connection of a device that publishes where it may not.
+      const next = await raw.readPacket(5_000).catch(() => 'still open');
+      assert.equal(next, null, `expected the connection to close, got ${next?.type === 4 ? 'PUBACK' : JSON.stringify(next)}`);
+    } finally {
+      raw.destroy();
+    }
+    const stored = await storedEvents(hub, { args: ['--device', victim] });
+    assert.deepEqual(eventsOf(stored, victim), [], 'nothing stored under the other device\'s id');
+    const own = eventsOf(await storedEvents(hub, { args: ['--device', a.deviceId] }), a.deviceId);
+    assert.deepEqual(own.map((e) => e.body), [], 'nor under the sender\'s own id');
+  });
+
+  it('a device connection string with the device policy key connects; registryRead does not', { timeout: 60_000 }, async () => {
+    const dev = await createSasDevice(hub, registry, `auth-policy-${pid}`);
+    const key = (name) => hub.policies().find((p) => (p.name ?? p.keyName) === name).primaryKey;
+    const cs = (policy) => `HostName=${hub.hostName};DeviceId=${dev.deviceId};SharedAccessKeyName=${policy};` +
+                           `SharedAccessKey=${key(policy)}`;
+    await assertRefused(cs('registryRead'));
+    const client = await openClient(cs('device'), Mqtt, { noRetry: true });
+    try {
+      const msg = new Message('signed by a policy');
+      msg.messageId = 'policy-signed';
+      await within(20_000, client.sendEvent(msg), 'sendEvent');
+    } finally {
+      await closeQuietly(client);
+    }
+    const [e] = eventsOf(await storedEvents(hub, { args: ['--device', dev.deviceId] }), dev.deviceId);
+    assert.ok(e, 'the message was stored');
+    assert.equal(e.systemProperties['iothub-connection-device-id'], dev.deviceId);
+    const auth = JSON.parse(e.systemProperties['iothub-connection-auth-method']);
+    assert.equal(auth.scope, 'hub', `a policy-signed token: ${e.systemProperties['iothub-connection-auth-method']}`);
+    assert.equal(auth.type, 'sas');
+  });
+
+  it('the hub closes a connection when its SAS token expires', { timeout: 30_000 }, async () => {
+    const dev = await createSasDevice(hub, registry, `auth-expiring-${pid}`);
+    const key = dev.device.authentication.symmetricKey.primaryKey;
+    const resource = strictEncode(`${hub.hostName}/devices/${dev.deviceId}`);
+    const expiry = Math.floor(Date.now() / 1000) + 4;
+    const cs = `HostName=${hub.hostName};DeviceId=${dev.deviceId};SharedAccessSignature=` + sasToken({ resource, key, expiry });
+    const client = await openClient(cs, Mqtt, { noRetry: true });
+    try {
+      const gone = new Promise((resolve) => client.on('disconnect', resolve));
+      await within(20_000, client.sendEvent(new Message('before expiry')), 'sendEvent');
+      await within(15_000, gone, "'disconnect' after the token expired");
+      assert.ok(Date.now() >= expiry * 1000 - 1000, 'not before the expiry');
+    } finally {
+      await closeQuietly(client);
+    }
   });
 
   it('a second connection of the same device closes the first', { timeout: 60_000 }, async () => {

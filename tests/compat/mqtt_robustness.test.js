@@ -10,7 +10,7 @@ const { Registry } = require('azure-iothub');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const { startHub } = require('./lib/hub');
 const { Message, createSasDevice, openClient, closeQuietly, within, storedEvents, eventsOf } = require('./lib/device');
-const { RawMqtt, publishPacket, deviceCredentials } = require('./lib/raw_mqtt');
+const { RawMqtt, connectPacket, publishPacket, deviceCredentials } = require('./lib/raw_mqtt');
 
 const PUBACK = 4;
 // How long hubd may take to close a connection that misbehaved.
@@ -119,6 +119,71 @@ describe('MQTT robustness', () => {
     await bystanderSends();
     const stored = eventsOf(await storedEvents(hub, { args: ['--device', dev.deviceId] }), dev.deviceId);
     assert.deepEqual(stored.map((e) => e.body), ['ok'], 'only the QoS 1 message');
+  });
+
+  it('packets split into single bytes are reassembled; PINGREQ is answered', { timeout: 30_000 }, async () => {
+    const dev = await createSasDevice(hub, registry, `robust-bytes-${pid}`);
+    const raw = await RawMqtt.connect(hub.hostName);
+    const key = dev.device.authentication.symmetricKey.primaryKey;
+    const bytes = Buffer.concat([
+      connectPacket(deviceCredentials(hub.hostName, dev.deviceId, key)),
+      publishPacket({ topic: `devices/${dev.deviceId}/messages/events/a=1`, payload: 'dribbled', packetId: 5 }),
+      Buffer.from([0xc0, 0x00]),   // PINGREQ
+    ]);
+    for (const b of bytes) {
+      raw.write(Buffer.from([b]));
+      await new Promise((r) => setImmediate(r));
+    }
+    const types = [];
+    for (let i = 0; i < 3; i++) types.push((await raw.readPacket())?.type ?? 'closed');
+    // PUBACK waits for the durable write; PINGRESP need not, so their order is free.
+    assert.equal(types[0], 2, 'CONNACK first');
+    assert.deepEqual(types.slice(1).sort((x, y) => x - y), [4, 13], 'a PUBACK and a PINGRESP');
+    raw.destroy();
+    const stored = eventsOf(await storedEvents(hub, { args: ['--device', dev.deviceId] }), dev.deviceId);
+    assert.deepEqual(stored.map((e) => [e.body, e.properties]), [['dribbled', { a: '1' }]]);
+  });
+
+  it('PUBACKs come in PUBLISH order; QoS 0 telemetry is stored without one', { timeout: 30_000 }, async () => {
+    const { raw, dev } = await workingRawDevice('order');
+    const topic = `devices/${dev.deviceId}/messages/events/`;
+    const ids = Array.from({ length: 50 }, (_, k) => 100 + k);
+    raw.write(Buffer.concat([
+      ...ids.map((id) => publishPacket({ topic, payload: `q1-${id}`, packetId: id })),
+      publishPacket({ topic, payload: 'q0', qos: 0 }),
+    ]));
+    const acked = [];
+    for (let k = 0; k < ids.length; k++) {
+      const p = await raw.readPacket();
+      assert.ok(p && p.type === PUBACK, `PUBACK #${k}: got ${describePacket(p)}`);
+      acked.push(p.body.readUInt16BE(0));
+    }
+    assert.deepEqual(acked, ids, 'MQTT 3.1.1 §4.6: PUBACKs in the order of the PUBLISHes');
+    // QoS 0 has no acknowledgement to wait for: look a few times.
+    let stored = [];
+    for (let attempt = 0; attempt < 5 && stored.length < ids.length + 2; attempt++) {
+      stored = eventsOf(await storedEvents(hub, { args: ['--device', dev.deviceId] }), dev.deviceId);
+    }
+    assert.deepEqual(stored.map((e) => e.body), ['ok', ...ids.map((id) => `q1-${id}`), 'q0']);
+    raw.destroy();
+  });
+
+  it('a second CONNECT on a connection closes it', { timeout: 30_000 }, async () => {
+    const { raw, dev } = await workingRawDevice('reconnect');
+    raw.write(connectPacket(deviceCredentials(hub.hostName, dev.deviceId, dev.device.authentication.symmetricKey.primaryKey)));
+    const next = await raw.readPacket(CLOSE_WITHIN_MS).catch(() => 'timeout');
+    assert.equal(next, null, `expected the connection to close, got ${describePacket(next)}`);
+    await bystanderSends(1);
+  });
+
+  it('a silent client is closed after 1.5 x its keep-alive', { timeout: 30_000 }, async () => {
+    const dev = await createSasDevice(hub, registry, `robust-keepalive-${pid}`);
+    const raw = await RawMqtt.connect(hub.hostName);
+    const fields = deviceCredentials(hub.hostName, dev.deviceId, dev.device.authentication.symmetricKey.primaryKey);
+    assert.equal(await raw.handshake({ ...fields, keepAlive: 2 }), 0);
+    const start = Date.now();
+    assert.ok(await raw.closedWithin(8_000), 'still open 8 s after CONNECT with a 2 s keep-alive');
+    assert.ok(Date.now() - start >= 2_000, `closed after ${Date.now() - start} ms, before the keep-alive lapsed`);
   });
 
   it('a PUBLISH before CONNECT is not stored and its connection is closed', { timeout: 30_000 }, async () => {
