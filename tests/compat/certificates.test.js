@@ -11,7 +11,9 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { Registry } = require('azure-iothub');
+const { Mqtt } = require('azure-iot-device-mqtt');
 const { startHub, hubctl } = require('./lib/hub');
+const { makeClient, openClient, closeQuietly, within } = require('./lib/device');
 const { ownerToken, sasToken, parseConnectionString, request, API } = require('./lib/util');
 
 // ---- openssl, as in docs/x509.md ------------------------------------------------------------
@@ -239,5 +241,52 @@ describe('certificates API', () => {
     assert.equal(res.code, 0, res.stderr);
     const { responseBody: d } = await Registry.fromConnectionString(hub.connectionString).get('cam-1');
     assert.equal(d.authentication.type, 'certificateAuthority');
+  });
+
+  // The whole path: TLS client certificate -> MQTT head -> certificates::service::authenticate_device.
+  describe('CA-signed devices over MQTT (device SDK)', () => {
+    // open() fails with UnauthorizedError from a CONNACK refusal (see mqtt_auth.test.js).
+    const assertRefused = async (cs, cert, key) => {
+      const client = await makeClient(cs, Mqtt, { noRetry: true, cert, key });
+      let err = null;
+      try {
+        await within(30_000, client.open(), 'open()');
+      } catch (e) {
+        err = e;
+      } finally {
+        await closeQuietly(client);
+      }
+      assert.ok(err, 'open() succeeded but the hub should have refused the connection');
+      assert.equal(err.constructor.name, 'UnauthorizedError', `${err.constructor.name}: ${err.message}`);
+    };
+    const cs = (id) => `HostName=${hub.hostName};DeviceId=${id};x509=true`;
+    const chain = (leaf) => pki.read(`${leaf}.pem`) + pki.read('inter.pem');
+
+    it('a device certificate through the intermediate, chained to the verified root, connects', { timeout: 60_000 }, async () => {
+      // "root" is verified (above); the device sends its leaf and the intermediate.
+      pki.issue('cam-1', 'cam-1', 'inter', 'device.ext');
+      const client = await openClient(cs('cam-1'), Mqtt, { noRetry: true, cert: chain('cam-1'), key: pki.read('cam-1.key') });
+      await closeQuietly(client);
+    });
+
+    it('refused: another CN, a missing intermediate, an unverified CA', { timeout: 90_000 }, async () => {
+      pki.issue('cam-1-wrong', 'cam-2', 'inter', 'device.ext');
+      await assertRefused(cs('cam-1'), chain('cam-1-wrong'), pki.read('cam-1-wrong.key'));
+      await assertRefused(cs('cam-1'), pki.read('cam-1.pem'), pki.read('cam-1.key'));
+
+      // A CA uploaded but not verified anchors nobody; verified on upload, it does.
+      pki.root('pending', 'hubd pending root');
+      const up = await call('PUT', 'pending', { body: { properties: { certificate: pki.read('pending.pem') } } });
+      assert.equal(up.status, 201, up.body);
+      const registry = Registry.fromConnectionString(hub.connectionString);
+      await registry.create({ deviceId: 'cam-9', authentication: { type: 'certificateAuthority' } });
+      pki.issue('cam-9', 'cam-9', 'pending', 'device.ext');
+      await assertRefused(cs('cam-9'), pki.read('cam-9.pem'), pki.read('cam-9.key'));
+      const verified = await call('PUT', 'pending', { etag: up.json.etag,
+                                                     body: { properties: { certificate: pki.read('pending.pem'), isVerified: true } } });
+      assert.equal(verified.status, 200, verified.body);
+      const client = await openClient(cs('cam-9'), Mqtt, { noRetry: true, cert: pki.read('cam-9.pem'), key: pki.read('cam-9.key') });
+      await closeQuietly(client);
+    });
   });
 });
