@@ -1,0 +1,182 @@
+'use strict';
+// The Event Hubs-compatible built-in endpoint with the unmodified @azure/event-hubs client
+// (6.0.4): EventHubConsumerClient on `Endpoint=sb://<HostName>/;SharedAccessKeyName=service;...`
+// reads the telemetry that devices sent (here over AMQP with azure-iot-device-amqp).
+//
+// SDK facts used (protocol/service.md §7): SASL ANONYMOUS, CBS put-token per audience signed with
+// the key's UTF-8 text, $management READ for the event hub and its partitions, partition
+// receivers with a selector filter for the start position, IoT Hub's system properties as
+// message annotations.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const { EventHubConsumerClient, earliestEventPosition, latestEventPosition } = require('@azure/event-hubs');
+const { Registry } = require('azure-iothub');
+const { Client, Message } = require('azure-iot-device');
+const { Amqp } = require('azure-iot-device-amqp');
+const { startHub } = require('./lib/hub');
+
+const ENTITY = 'hubd-events';
+
+function within(ms, promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// Collects events from one partition until `until(events)` holds (or the time is up).
+async function collect(consumer, partitionId, startPosition, until, ms = 20_000) {
+  const events = [];
+  const errors = [];
+  let done;
+  const finished = new Promise((resolve) => { done = resolve; });
+  const sub = consumer.subscribe(partitionId, {
+    processEvents: async (batch) => {
+      events.push(...batch);
+      if (until(events)) done();
+    },
+    processError: async (err) => { errors.push(err); },
+  }, { startPosition, maxWaitTimeInSeconds: 1 });
+  const timer = setTimeout(done, ms);
+  await finished;
+  clearTimeout(timer);
+  await sub.close();
+  return { events, errors };
+}
+
+describe('Event Hubs-compatible endpoint', () => {
+  let hub;
+  let registry;
+  let device;
+  let deviceId;
+  let consumer;
+  const pid = process.pid;
+
+  function eventHubsConnectionString(policy = 'service', key) {
+    const p = hub.policies().find((x) => (x.name ?? x.keyName) === policy);
+    return `Endpoint=sb://${hub.hostName}/;SharedAccessKeyName=${policy};SharedAccessKey=${key ?? p.primaryKey};` +
+           `EntityPath=${ENTITY}`;
+  }
+
+  async function send(body, props = {}) {
+    const m = new Message(JSON.stringify(body));
+    m.messageId = `m-${crypto.randomUUID()}`;
+    m.contentType = 'application/json';
+    m.contentEncoding = 'utf-8';
+    for (const [k, v] of Object.entries(props)) m.properties.add(k, v);
+    await within(30_000, device.sendEvent(m), 'sendEvent');
+    return m.messageId;
+  }
+
+  async function partitionOfDevice() {
+    // The device's partition is the one that holds its events.
+    for (const id of await consumer.getPartitionIds()) {
+      const p = await consumer.getPartitionProperties(id);
+      if (!p.isEmpty) return id;
+    }
+    throw new Error('no partition has events');
+  }
+
+  before(async () => {
+    hub = await startHub({ name: 'eventhubs' });
+    registry = Registry.fromConnectionString(hub.connectionString);
+    deviceId = `eh-dev-${pid}`;
+    const { responseBody: dev } = await registry.create({ deviceId });
+    device = Client.fromConnectionString(
+      `HostName=${hub.hostName};DeviceId=${deviceId};SharedAccessKey=${dev.authentication.symmetricKey.primaryKey}`, Amqp);
+    device.on('error', () => {});
+    await within(20_000, device.open(), 'device open');
+    consumer = new EventHubConsumerClient('$Default', eventHubsConnectionString());
+  });
+  after(async () => {
+    if (consumer) await consumer.close().catch(() => {});
+    if (device) await device.close().catch(() => {});
+    if (hub) await hub.dispose();
+  });
+
+  it('event hub and partition properties ($management READ)', { timeout: 60_000 }, async () => {
+    const props = await within(30_000, consumer.getEventHubProperties(), 'getEventHubProperties');
+    assert.equal(props.name, ENTITY);
+    assert.deepEqual(props.partitionIds, ['0', '1', '2', '3']);
+    assert.ok(props.createdOn instanceof Date);
+    const p = await consumer.getPartitionProperties('0');
+    assert.equal(p.partitionId, '0');
+    assert.equal(typeof p.isEmpty, 'boolean');
+    assert.equal(typeof p.lastEnqueuedSequenceNumber, 'number');
+  });
+
+  it('events from the earliest position carry the body, properties and IoT Hub system properties',
+     { timeout: 90_000 }, async () => {
+       const t0 = Date.now();
+       const ids = [];
+       for (let i = 0; i < 5; i++) ids.push(await send({ i }, { seq: String(i) }));
+       const partition = await partitionOfDevice();
+       const { events, errors } = await collect(consumer, partition, earliestEventPosition,
+                                                (evs) => ids.every((id) => evs.some((e) => e.messageId === id)));
+       assert.deepEqual(errors.map((e) => e.message), []);
+       const mine = events.filter((e) => ids.includes(e.messageId));
+       assert.equal(mine.length, 5, `got ${events.length} events`);
+       let last = -1;
+       for (const [i, e] of mine.entries()) {
+         assert.deepEqual(e.body, { i });
+         assert.deepEqual(e.properties, { seq: String(i) });
+         assert.ok(e.sequenceNumber > last, 'sequence numbers grow');
+         last = e.sequenceNumber;
+         assert.equal(typeof e.offset, 'string');
+         assert.ok(e.enqueuedTimeUtc instanceof Date);
+         assert.ok(e.enqueuedTimeUtc.getTime() >= t0 - 5000);
+         assert.equal(e.contentType, 'application/json');
+         const sp = e.systemProperties;
+         assert.equal(sp['iothub-connection-device-id'], deviceId);
+         assert.equal(JSON.parse(sp['iothub-connection-auth-method']).type, 'sas');
+         assert.ok(sp['iothub-connection-auth-generation-id']);
+         assert.equal(sp['iothub-message-source'], 'Telemetry');
+       }
+     });
+
+  it('latest: only events sent after the receiver started', { timeout: 90_000 }, async () => {
+    const before = await send({ when: 'before' });
+    const partition = await partitionOfDevice();
+    let sent;
+    const events = [];
+    const sub = consumer.subscribe(partition, {
+      processEvents: async (batch) => { events.push(...batch); },
+      processError: async () => {},
+    }, { startPosition: latestEventPosition, maxWaitTimeInSeconds: 1 });
+    await new Promise((r) => setTimeout(r, 2000));  // let the receiver attach
+    sent = await send({ when: 'after' });
+    const deadline = Date.now() + 20_000;
+    while (!events.some((e) => e.messageId === sent) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    await sub.close();
+    assert.ok(events.some((e) => e.messageId === sent), 'the new event arrives');
+    assert.ok(!events.some((e) => e.messageId === before), 'the old one does not');
+  });
+
+  it('a sequence-number position starts after that event', { timeout: 90_000 }, async () => {
+    const first = await send({ n: 1 });
+    const second = await send({ n: 2 });
+    const partition = await partitionOfDevice();
+    const all = await collect(consumer, partition, earliestEventPosition, (evs) => evs.some((e) => e.messageId === second));
+    const firstEvent = all.events.find((e) => e.messageId === first);
+    assert.ok(firstEvent);
+    const { events } = await collect(consumer, partition, { sequenceNumber: firstEvent.sequenceNumber },
+                                     (evs) => evs.some((e) => e.messageId === second));
+    assert.equal(events[0].messageId, second, 'exclusive: the next event first');
+  });
+
+  it('a wrong key is refused', { timeout: 60_000 }, async () => {
+    const bad = new EventHubConsumerClient('$Default',
+                                           eventHubsConnectionString('service', crypto.randomBytes(32).toString('base64')),
+                                           { retryOptions: { maxRetries: 0, timeoutInMs: 10_000 } });
+    try {
+      await assert.rejects(within(30_000, bad.getEventHubProperties(), 'getEventHubProperties'),
+                           (err) => /unauthori/i.test(`${err.code} ${err.name} ${err.message}`) ||
+                                    assert.fail(`${err.code} ${err.name}: ${err.message}`));
+    } finally {
+      await bad.close().catch(() => {});
+    }
+  });
+});
