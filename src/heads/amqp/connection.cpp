@@ -128,6 +128,11 @@ void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out
 
 void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& out) {
   const std::string& address = e.we_receive ? e.target : e.source;
+  if (links_.size() >= opts_.max_links) {
+    log_->info("{}: link to '{}' refused: {} links are open already", log_id_, address, links_.size());
+    driver_.refuse_link(e.link, amqp::condition("amqp:resource-limit-exceeded", "Too many links on this connection"));
+    return;
+  }
   const link_address addr = parse_link_address(address);
   if (addr.what == link_address::kind::cbs) {
     link_state s;
@@ -222,6 +227,9 @@ void connection::token_checked(std::uint64_t ticket, result<grant> r, std::vecto
     // The reason goes to the log and to the client; the token itself never does.
     log_->info("{}: put-token for '{}' refused: {}", log_id_, p.audience, r.error().message);
     reply(link_kind::cbs_replies, p.reply_to, cbs_reply(p.request_id, 401, r.error().message));
+  } else if (grants_.size() >= opts_.max_grants && grants_.find(p.audience) == grants_.end()) {
+    log_->info("{}: put-token for '{}' refused: {} tokens are held already", log_id_, p.audience, grants_.size());
+    reply(link_kind::cbs_replies, p.reply_to, cbs_reply(p.request_id, 403, "Too many tokens on this connection"));
   } else {
     log_->debug("{}: put-token for '{}' accepted", log_id_, p.audience);
     grants_[p.audience] = std::move(*r);

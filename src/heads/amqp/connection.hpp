@@ -102,6 +102,10 @@ struct connection_options {
   std::uint32_t event_hub_partitions = 0;
   std::int64_t event_hub_created_ms = 0;  // created_at in the event hub's READ
   std::size_t max_events_per_read = 100;  // per read_events, within the receiver's credit
+  // Bounds on what one client can make the hub hold (links of all kinds; tokens by audience).
+  // IoT Edge multiplexes its modules on one connection; a thousand is far beyond that.
+  std::size_t max_links = 1000;
+  std::size_t max_grants = 1000;
 };
 
 class connection {

@@ -358,3 +358,21 @@ TEST(amqp_driver, byte_by_byte_input_gives_the_same_events) {
   for (auto& e : sev) requested += std::holds_alternative<link_requested>(e) ? 1 : 0;
   EXPECT_EQ(requested, 1u);
 }
+
+TEST(amqp_driver, a_peer_that_sends_only_the_header_is_dropped_after_the_idle_timeout) {
+  driver_options o;
+  o.idle_timeout = 1000ms;
+  driver server(role::server, o);
+  std::vector<event> ev;
+  const std::string header("AMQP\x00\x01\x00\x00", 8);
+  server.recv({header.data(), header.size()}, ev);
+  server.tick(0ms, ev);
+  server.take_output();
+  server.tick(1500ms, ev);
+  server.tick(3000ms, ev);
+  server.take_output();
+  server.poll(ev);
+  bool closed = false;
+  for (auto& e : ev) closed = closed || std::holds_alternative<transport_closed>(e);
+  EXPECT_TRUE(closed);
+}

@@ -388,3 +388,84 @@ TEST_F(amqp_connection, a_deleted_device_cannot_connect_with_its_old_token) {
 
 }  // namespace
 }  // namespace hub::amqp_head
+
+namespace hub::amqp_head {
+namespace {
+
+TEST(amqp_connection_bounds, links_and_tokens_are_bounded) {
+  auto kv = storage::make_memory_kv();
+  manual_clock clk;
+  registry::service reg(*kv, clk);
+  auth::service auth(auth::hub_identity{std::string(host), auth::default_policies()}, reg, clk);
+  for (const char* id : {"dev1", "dev2"}) {
+    registry::device d;
+    d.device_id = id;
+    d.auth.primary_key = std::string(device_key);
+    ASSERT_TRUE(reg.create_device(d).has_value());
+  }
+
+  connection_options opts;
+  opts.max_links = 3;
+  opts.max_grants = 1;
+  amqp::driver_options co;
+  co.client_sasl = false;
+  amqp::driver client(amqp::role::client, co);
+  connection conn(opts, clk, hub::log::get("amqp"), "connection b");
+  std::vector<amqp::event> ev;
+  auto pump = [&] {
+    for (int i = 0; i < 50; ++i) {
+      client.poll(ev);
+      std::string c = client.take_output();
+      std::vector<work> w;
+      if (!c.empty()) conn.recv({c.data(), c.size()}, w);
+      for (std::size_t j = 0; j < w.size(); ++j) {
+        if (auto* t = std::get_if<check_token_work>(&w[j])) {
+          std::vector<work> more;
+          conn.token_checked(t->ticket, check_token(token_services{auth, reg}, t->aud, t->token), more);
+        }
+      }
+      std::string s = conn.take_output();
+      if (!s.empty()) client.recv({s.data(), s.size()}, ev);
+      if (c.empty() && s.empty()) return;
+    }
+  };
+  const auto cbs = client.open_sender("$cbs");
+  client.open_receiver("$cbs", 10);
+  pump();
+  auto put = [&](const std::string& device) {
+    proton::message m;
+    m.id(proton::message_id(std::string("r-") + device));
+    m.reply_to("cbs");
+    m.properties().put("operation", std::string("put-token"));
+    m.properties().put("type", std::string("servicebus.windows.net:sastoken"));
+    m.properties().put("name", "myhub.example%2Fdevices%2F" + device);
+    m.body(auth::make_sas_token(std::string(host) + "/devices/" + device, device_key, 2'000'000'000));
+    client.send(cbs, m);
+    pump();
+    for (auto& e : ev) {
+      if (auto* r = std::get_if<amqp::message_received>(&e)) {
+        const int status = proton::get<std::int32_t>(r->message.properties().get("status-code"));
+        ev.clear();
+        return status;
+      }
+    }
+    return 0;
+  };
+  EXPECT_EQ(put("dev1"), 200);
+  EXPECT_EQ(put("dev1"), 200) << "a renewal of a held audience is fine";
+  EXPECT_EQ(put("dev2"), 403) << "a second audience is one too many";
+  client.open_sender("/devices/dev1/messages/events");  // the third link
+  client.open_sender("/devices/dev1/messages/events");  // one too many
+  pump();
+  int refused = 0;
+  for (auto& e : ev) {
+    if (auto* c = std::get_if<amqp::link_closed>(&e)) {
+      EXPECT_EQ(c->error.name(), "amqp:resource-limit-exceeded");
+      ++refused;
+    }
+  }
+  EXPECT_EQ(refused, 1);
+}
+
+}  // namespace
+}  // namespace hub::amqp_head

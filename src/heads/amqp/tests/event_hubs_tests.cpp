@@ -416,3 +416,46 @@ TEST_F(event_hubs_session, a_token_for_another_host_is_refused) {
 
 }  // namespace
 }  // namespace hub::amqp_head
+
+namespace hub::amqp_head {
+namespace {
+
+TEST(partition_watch_test, wakes_waiters_once_their_sequence_is_durable) {
+  const auto dir = std::filesystem::temp_directory_path() / ("amqp-watch-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  storage::log_options o;
+  o.dir = dir.string();
+  o.partitions = 2;
+  o.sync = false;
+  auto log = std::move(storage::event_log::open(o).value());
+  {
+    partition_watch watch(*log);
+    auto owner = std::make_shared<int>(0);
+    std::atomic<int> woken{0};
+    watch.wait(0, 0, owner, [&] { ++woken; });
+    EXPECT_EQ(woken, 0);
+    EXPECT_EQ(watch.waiting(), 1u);
+    watch.notify(1, 5);  // another partition
+    EXPECT_EQ(woken, 0);
+    watch.notify(0, 0);
+    EXPECT_EQ(woken, 1);
+    EXPECT_EQ(watch.waiting(), 0u);
+    watch.wait(0, 0, owner, [&] { ++woken; });  // already durable: at once
+    EXPECT_EQ(woken, 2);
+    // A waiter whose owner has gone is never called, and is dropped.
+    auto gone = std::make_shared<int>(0);
+    watch.wait(0, 10, gone, [&] { ++woken; });
+    gone.reset();
+    watch.wait(0, 11, owner, [&] { ++woken; });
+    EXPECT_EQ(watch.waiting(), 1u);
+    // Appends wake through the log's durable listener.
+    std::promise<void> done;
+    log->append(0, "x", [&](result<storage::log_position>) { done.set_value(); });
+    done.get_future().wait();
+  }
+  log->close();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace hub::amqp_head
