@@ -12,12 +12,16 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { Registry } = require('azure-iothub');
 const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
-const { startHub } = require('./lib/hub');
+const { startHub, hubctl } = require('./lib/hub');
 const { sasToken } = require('./lib/util');
 const {
   Message, createSasDevice, createModule, makeClient, openClient, closeQuietly, within, storedEvents, eventsOf,
+  selfSignedCert, rootCa, signedCert, sha1Thumbprint,
 } = require('./lib/device');
 
 const COUNT = 200;
@@ -101,14 +105,17 @@ function assertAllStoredInOrder(events, tag, acked, deviceId) {
 describe('AMQP device-to-cloud telemetry', () => {
   let hub;
   let registry;
+  let tmp;
   const pid = process.pid;
 
   before(async () => {
     hub = await startHub({ name: 'amqp-telemetry' });
     registry = Registry.fromConnectionString(hub.connectionString);
+    tmp = fs.mkdtempSync(path.join(process.env.HUBD_TEST_TMP ?? os.tmpdir(), 'amqp-x509-'));
   });
   after(async () => {
     if (hub) await hub.dispose();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
   for (const [name, Transport] of [['Amqp', Amqp], ['AmqpWs', AmqpWs]]) {
@@ -240,6 +247,61 @@ describe('AMQP device-to-cloud telemetry', () => {
       } finally {
         await closeQuietly(client);
       }
+    }
+  });
+
+  // X.509 over AMQP: the certificate goes in the TLS handshake, no CBS; the links are attached
+  // directly (device.md §4.1).
+  it('a self-signed X.509 device sends over Amqp; a wrong certificate is refused', { timeout: 60_000 }, async () => {
+    const t0 = Date.now();
+    const deviceId = `amqp-x509-self-${pid}`;
+    const { cert, key } = selfSignedCert(tmp, deviceId);
+    const thumbprint = sha1Thumbprint(cert);
+    const { responseBody: device } = await registry.create({
+      deviceId,
+      authentication: { x509Thumbprint: { primaryThumbprint: thumbprint, secondaryThumbprint: thumbprint } },
+    });
+    const cs = `HostName=${hub.hostName};DeviceId=${deviceId};x509=true`;
+    const client = await openClient(cs, Amqp, { cert, key });
+    try {
+      await within(30_000, client.sendEvent(telemetryMessage('x509-self', 0)), 'sendEvent');
+      const events = eventsOf(await storedEvents(hub, { args: ['--device', deviceId] }), deviceId);
+      assert.equal(events.length, 1, JSON.stringify(events));
+      const sp = events[0].systemProperties;
+      assert.equal(JSON.parse(sp['iothub-connection-auth-method']).type, 'x509');
+      assert.equal(sp['iothub-connection-auth-generation-id'], device.generationId);
+      assert.ok(Date.parse(sp['iothub-enqueuedtime']) >= t0 - 5000);
+    } finally {
+      await closeQuietly(client);
+    }
+    // Another certificate for the same device id: its link is refused.
+    const other = selfSignedCert(tmp, `${deviceId}-other`);
+    const intruder = await makeClient(cs, Amqp, { cert: other.cert, key: other.key });
+    try {
+      await intruder.open().catch(() => {});
+      await assert.rejects(within(30_000, intruder.sendEvent(new Message('no')), 'sendEvent with a wrong certificate'),
+                           (err) => err.constructor.name === 'UnauthorizedError' || assert.fail(`${err.constructor.name}: ${err.message}`));
+    } finally {
+      await closeQuietly(intruder);
+    }
+  });
+
+  it('a CA-signed X.509 device sends over Amqp once its CA is verified', { timeout: 60_000 }, async () => {
+    const deviceId = `amqp-x509-ca-${pid}`;
+    const ca = rootCa(tmp, `AMQP Test Root ${pid}`);
+    const upload = await hubctl(hub, 'ca', 'upload', `amqp-root-${pid}`, ca.certFile, '--verified');
+    assert.equal(upload.code, 0, upload.stderr);
+    const { responseBody: device } = await registry.create({ deviceId, authentication: { type: 'certificateAuthority' } });
+    const leaf = signedCert(tmp, ca, deviceId);
+    const client = await openClient(`HostName=${hub.hostName};DeviceId=${deviceId};x509=true`, Amqp,
+                                    { cert: leaf.cert, key: leaf.key });
+    try {
+      await within(30_000, client.sendEvent(telemetryMessage('x509-ca', 0)), 'sendEvent');
+      const events = eventsOf(await storedEvents(hub, { args: ['--device', deviceId] }), deviceId);
+      assert.equal(events.length, 1, JSON.stringify(events));
+      assert.equal(events[0].systemProperties['iothub-connection-auth-generation-id'], device.generationId);
+    } finally {
+      await closeQuietly(client);
     }
   });
 });

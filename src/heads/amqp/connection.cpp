@@ -145,32 +145,27 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
   }
   if (addr.what == link_address::kind::telemetry && e.we_receive) {
     const std::string* aud = grant_for(addr.device_id, addr.module_id);
-    if (aud == nullptr) {
-      log_->info("{}: telemetry link for {} refused: no valid token for it", log_id_,
-                 identity_text(addr.device_id, addr.module_id));
-      driver_.refuse_link(e.link, amqp::condition("amqp:unauthorized-access",
-                                                  "No valid SAS token for " + identity_text(addr.device_id, addr.module_id) +
-                                                      " was put on this connection ($cbs)"));
+    if (aud != nullptr) {
+      accept_device_link(e.link, e.name, addr, *aud, out);
       return;
     }
-    const grant& g = grants_.at(*aud);
-    link_state s;
-    s.kind = link_kind::telemetry;
-    s.name = e.name;
-    s.audience = *aud;
-    s.identity_kind = g.who;
-    s.device_id = addr.device_id;
-    s.module_id = addr.module_id;
-    links_.emplace(e.link, std::move(s));
-    log_->debug("{}: telemetry link for {} attached", log_id_, identity_text(addr.device_id, addr.module_id));
-    driver_.accept_link(e.link, opts_.telemetry_credit);
-    identity_state& id = identities_[key_of(addr.device_id, addr.module_id)];
-    ++id.links;
-    if (!id.attached && !id.attaching) {
-      id.who = connections::identity{addr.device_id, addr.module_id};
-      id.attaching = true;
-      out.push_back(attach_identity_work{id.who});
+    if (client_certificate_) {
+      // X.509: the certificate from the handshake decides; the link waits for the check.
+      const std::string key = key_of(addr.device_id, addr.module_id);
+      auto& waiting = x509_pending_[key];
+      if (waiting.empty()) {
+        const std::uint64_t ticket = ++next_ticket_;
+        x509_checks_.emplace(ticket, connections::identity{addr.device_id, addr.module_id});
+        out.push_back(check_certificate_work{ticket, connections::identity{addr.device_id, addr.module_id}});
+      }
+      waiting.push_back(pending_link{e.link, e.name, addr});
+      return;
     }
+    log_->info("{}: telemetry link for {} refused: no valid token for it", log_id_,
+               identity_text(addr.device_id, addr.module_id));
+    driver_.refuse_link(e.link, amqp::condition("amqp:unauthorized-access",
+                                                "No valid SAS token for " + identity_text(addr.device_id, addr.module_id) +
+                                                    " was put on this connection ($cbs)"));
     return;
   }
   if (opts_.event_hub_partitions > 0 &&
@@ -182,6 +177,55 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
   log_->info("{}: link to '{}' refused: {}", log_id_, address, known ? "not served yet" : "unknown address");
   driver_.refuse_link(e.link, known ? amqp::condition("amqp:not-implemented", "The link '" + address + "' is not served yet")
                                     : amqp::condition("amqp:not-found", "No node at '" + address + "'"));
+}
+
+void connection::accept_device_link(amqp::link_id link, const std::string& name, const link_address& addr,
+                                    const std::string& aud, std::vector<work>& out) {
+  const grant& g = grants_.at(aud);
+  link_state s;
+  s.kind = link_kind::telemetry;
+  s.name = name;
+  s.audience = aud;
+  s.identity_kind = g.who;
+  s.device_id = addr.device_id;
+  s.module_id = addr.module_id;
+  links_.emplace(link, std::move(s));
+  log_->debug("{}: telemetry link for {} attached", log_id_, identity_text(addr.device_id, addr.module_id));
+  driver_.accept_link(link, opts_.telemetry_credit);
+  identity_state& id = identities_[key_of(addr.device_id, addr.module_id)];
+  ++id.links;
+  if (!id.attached && !id.attaching) {
+    id.who = connections::identity{addr.device_id, addr.module_id};
+    id.attaching = true;
+    out.push_back(attach_identity_work{id.who});
+  }
+}
+
+void connection::certificate_checked(std::uint64_t ticket, result<grant> r, std::vector<work>& out) {
+  auto t = x509_checks_.find(ticket);
+  if (t == x509_checks_.end()) return;
+  const connections::identity who = t->second;
+  x509_checks_.erase(t);
+  const std::string key = key_of(who.device_id, who.module_id);
+  std::vector<pending_link> waiting = std::move(x509_pending_[key]);
+  x509_pending_.erase(key);
+  if (!r) {
+    log_->info("{}: {} refused: {}", log_id_, identity_text(who.device_id, who.module_id), r.error().message);
+    for (const pending_link& p : waiting) driver_.refuse_link(p.link, condition_for(r.error()));
+  } else {
+    // Held under its own name, so that no put-token can replace it.
+    const std::string aud = "x509:" + key;
+    grants_[aud] = std::move(*r);
+    for (const pending_link& p : waiting) {
+      if (links_.size() >= opts_.max_links) {
+        driver_.refuse_link(p.link, amqp::condition("amqp:resource-limit-exceeded", "Too many links on this connection"));
+        continue;
+      }
+      accept_device_link(p.link, p.name, p.addr, aud, out);
+    }
+  }
+  driver_.poll(events_);
+  handle(events_, out);
 }
 
 void connection::on_message(amqp::message_received& e, std::vector<work>& out) {

@@ -13,6 +13,10 @@
 //   read_events       -> resolve_position() + event_log::read() (pool), then events_ready()
 //   wait_events       -> partition_watch::wait(), then partition_data() when new events are durable
 //   partition_info    -> event_log::stats(), then partition_info_ready()
+//   check_certificate -> certificates::service::authenticate_device() with the TLS client
+//                        certificate (pool), then certificate_checked()
+// X.509 devices put no token: when the client presented a certificate, a device link for an
+// identity without a grant waits, unanswered, for the certificate check, as IoT Hub does.
 // The Event Hubs-compatible endpoint (service.md §7) is served on the same connections: CBS
 // audiences "sb://<host>/<entity>...", the $management node (READ of the event hub and its
 // partitions) and partition receivers, which get the stored telemetry of their partition from
@@ -81,8 +85,12 @@ struct partition_info_work {
   std::uint64_t ticket = 0;
   std::uint32_t partition = 0;
 };
+struct check_certificate_work {
+  std::uint64_t ticket = 0;
+  connections::identity who;
+};
 using work = std::variant<check_token_work, append_telemetry_work, attach_identity_work, detach_identity_work,
-                          read_events_work, wait_events_work, partition_info_work>;
+                          read_events_work, wait_events_work, partition_info_work, check_certificate_work>;
 
 // What a read_events found: the records, and the sequence number to read from next.
 struct events_read {
@@ -121,6 +129,9 @@ class connection {
   std::optional<std::chrono::milliseconds> tick(std::chrono::milliseconds now, std::vector<work>& out);
 
   void token_checked(std::uint64_t ticket, result<grant> r, std::vector<work>& out);
+  // The client presented a TLS certificate: device links may be authorised by it (X.509).
+  void client_certificate_presented(bool presented) { client_certificate_ = presented; }
+  void certificate_checked(std::uint64_t ticket, result<grant> r, std::vector<work>& out);
   void telemetry_appended(std::uint64_t ticket, result<void> r, std::vector<work>& out);
   // The answer to attach_identity: the identity's live presence, or why it cannot connect (it
   // was deleted since its token was checked): its links are then closed.
@@ -188,6 +199,8 @@ class connection {
 
   void handle(std::vector<amqp::event>& events, std::vector<work>& out);
   void on_link_requested(amqp::link_requested& e, std::vector<work>& out);
+  void accept_device_link(amqp::link_id link, const std::string& name, const link_address& addr, const std::string& aud,
+                          std::vector<work>& out);
   // A device link of `s` is gone (closed by either side): the identity detaches with its last.
   void link_gone(const link_state& s, const std::string& reason, std::vector<work>& out);
   void close_identity_links(const std::string& key, const proton::error_condition& error, std::vector<work>& out);
@@ -219,6 +232,14 @@ class connection {
   std::map<std::string, identity_state> identities_;  // by "<device>/<module>"
   std::unordered_map<std::uint64_t, amqp::link_id> reads_;             // read_events ticket -> link
   std::unordered_map<std::uint64_t, pending_management> management_;   // partition_info ticket
+  struct pending_link {
+    amqp::link_id link = 0;
+    std::string name;
+    link_address addr;
+  };
+  bool client_certificate_ = false;
+  std::map<std::string, std::vector<pending_link>> x509_pending_;       // by identity key
+  std::unordered_map<std::uint64_t, connections::identity> x509_checks_;  // ticket -> identity
   std::vector<amqp::event> events_;  // scratch, reused
 };
 

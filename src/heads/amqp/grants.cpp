@@ -1,9 +1,39 @@
 #include "heads/amqp/grants.hpp"
 
 #include "domain/auth/service.hpp"
+#include "domain/certificates/service.hpp"
 #include "domain/registry/service.hpp"
 
+#include <chrono>
+#include <limits>
+
 namespace hub::amqp_head {
+
+result<grant> check_certificate(const certificate_services& svc, const certificates::client_chain& chain,
+                                const std::string& device_id, const std::string& module_id) {
+  auto proved = svc.certs.authenticate_device(chain, device_id, module_id);
+  if (!proved) return proved.error();
+  grant g;
+  g.who = module_id.empty() ? grant::kind::device : grant::kind::module;
+  g.device_id = device_id;
+  g.module_id = module_id;
+  g.auth = proved->method == registry::auth_type::certificate_authority ? telemetry::auth_method::x509_ca
+                                                                         : telemetry::auth_method::x509_self_signed;
+  g.rights = static_cast<auth::permissions>(auth::permission::device_connect);
+  const auto not_after = std::chrono::duration_cast<std::chrono::seconds>(proved->not_after.time_since_epoch()).count();
+  // A certificate without an expiry the check could read: the grant lasts as long as the link.
+  g.expiry = not_after > 0 ? not_after : std::numeric_limits<std::int64_t>::max();
+  if (module_id.empty()) {
+    auto d = svc.registry.get_device(device_id);
+    if (!d) return d.error();
+    g.generation_id = d->generation_id;
+  } else {
+    auto m = svc.registry.get_module(device_id, module_id);
+    if (!m) return m.error();
+    g.generation_id = m->generation_id;
+  }
+  return g;
+}
 
 result<grant> check_token(const token_services& svc, const audience& aud, std::string_view token) {
   switch (aud.what) {

@@ -16,6 +16,10 @@ class service;
 namespace hub::registry {
 class service;
 }
+namespace hub::certificates {
+class service;
+struct client_chain;
+}
 
 namespace hub::amqp_head {
 
@@ -30,6 +34,18 @@ struct grant {
   auth::permissions rights = 0;
   std::int64_t expiry = 0;    // seconds since the epoch: the grant (and what it authorised) ends then
 };
+
+// What an X.509 certificate check proves (certificates::service::authenticate_device).
+struct certificate_services {
+  const certificates::service& certs;
+  registry::service& registry;
+};
+
+// Checks the TLS client certificate `chain` for a device or module: its thumbprint
+// (selfSigned) or its chain to a verified hub CA (certificateAuthority). The grant lasts until
+// the certificate expires. Unauthorized with a reason for the log otherwise. Blocks on storage.
+result<grant> check_certificate(const certificate_services& svc, const certificates::client_chain& chain,
+                                const std::string& device_id, const std::string& module_id);
 
 struct token_services {
   const auth::service& auth;

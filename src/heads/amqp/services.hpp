@@ -16,6 +16,9 @@ class service;
 namespace hub::connections {
 class connection_table;
 }
+namespace hub::certificates {
+class service;
+}
 
 namespace hub::amqp_head {
 
@@ -30,6 +33,8 @@ struct services {
   const clock& clk;
   // The Event Hubs-compatible endpoint over the telemetry event log; null: not served.
   partition_watch* watch = nullptr;
+  // X.509 devices (TLS client certificates); null: devices must put a SAS token.
+  const certificates::service* certs = nullptr;
 };
 
 }  // namespace hub::amqp_head

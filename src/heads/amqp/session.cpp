@@ -112,6 +112,7 @@ class live final : public std::enable_shared_from_this<live> {
   bool closed_ = false;       // the transport is closed: nothing touches it any more
   bool writer_done_ = false;
   std::map<std::string, std::shared_ptr<identity_link>> identity_links_;  // by "<device>/<module>"
+  certificates::client_chain chain_;  // the TLS client certificate, for X.509 devices
 };
 
 void identity_link::close(std::string reason) {
@@ -166,6 +167,8 @@ void live::detach(const connections::identity& who, const std::string& reason) {
 
 asio::awaitable<void> live::serve(std::string_view first_bytes) {
   ctx_.log->debug("connection {} from {}: {} session", info_.id, info_.peer, info_.via);
+  chain_ = t_.peer_certificates();
+  conn_.client_certificate_presented(!chain_.leaf.empty() && ctx_.svc.certs != nullptr);
   {
     std::vector<work> w;
     conn_.recv({first_bytes.data(), first_bytes.size()}, w);
@@ -333,6 +336,21 @@ void live::run(std::vector<work>& items) {
                                               s->kick();
                                             });
                                           });
+                   },
+                   [&](check_certificate_work& c) {
+                     asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, c, chain = chain_]() {
+                       result<grant> r =
+                           check_certificate(certificate_services{*svc->certs, svc->registry}, chain, c.who.device_id,
+                                             c.who.module_id);
+                       asio::post(ex, [self, ticket = c.ticket, r = std::move(r)]() mutable {
+                         auto s = self.lock();
+                         if (!s || s->closed_) return;
+                         std::vector<work> more;
+                         s->conn_.certificate_checked(ticket, std::move(r), more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
                    },
                    [&](partition_info_work& p) {
                      asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, p]() {

@@ -7,6 +7,7 @@
 //
 // Heavy (Asio): include only from the session TU and the server TUs that hand connections over.
 #include "heads/amqp/connection.hpp"
+#include "domain/certificates/device_auth.hpp"
 #include "heads/amqp/services.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -43,6 +44,8 @@ class transport {
   virtual boost::asio::awaitable<void> write(boost::asio::const_buffer buf, boost::system::error_code& ec) = 0;
   // Closes the socket at once; pending operations complete with an error. Idempotent.
   virtual void close() noexcept = 0;
+  // What the client presented in the TLS handshake (X.509 devices); empty when nothing.
+  virtual certificates::client_chain peer_certificates() const = 0;
 };
 
 // The connection options hubd runs with: the defaults, plus the Event Hubs endpoint's partitions

@@ -469,3 +469,44 @@ TEST(amqp_connection_bounds, links_and_tokens_are_bounded) {
 
 }  // namespace
 }  // namespace hub::amqp_head
+
+namespace hub::amqp_head {
+namespace {
+
+TEST_F(amqp_connection, x509_links_wait_for_the_certificate_check) {
+  conn_->client_certificate_presented(true);
+  // No CBS at all: the links come straight away, as the SDK's X.509 path does.
+  client_->open_sender("/devices/dev1/messages/events");
+  client_->open_sender("/devices/dev2/messages/events");
+  client_->poll(client_events_);
+  std::string c = client_->take_output();
+  std::vector<work> w;
+  conn_->recv({c.data(), c.size()}, w);
+  std::vector<check_certificate_work> checks;
+  for (auto& item : w)
+    if (auto* x = std::get_if<check_certificate_work>(&item)) checks.push_back(*x);
+  ASSERT_EQ(checks.size(), 2u);
+  pump();
+  EXPECT_TRUE(client_got<amqp::link_opened>().empty()) << "unanswered until the check is done";
+
+  grant g;
+  g.who = grant::kind::device;
+  g.device_id = "dev1";
+  g.generation_id = generation_["dev1"];
+  g.auth = telemetry::auth_method::x509_self_signed;
+  g.expiry = 2'000'000'000;
+  std::vector<work> out;
+  conn_->certificate_checked(checks[0].ticket, g, out);
+  run(out);
+  conn_->certificate_checked(checks[1].ticket, make_error(errc::unauthorized, "thumbprint mismatch"), out);
+  run(out);
+  pump();
+  EXPECT_EQ(client_got<amqp::link_opened>().size(), 2u) << "one accepted, one attached to be refused";
+  auto closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:unauthorized-access");
+  EXPECT_EQ(state_of("dev1"), registry::connection_state::connected);
+}
+
+}  // namespace
+}  // namespace hub::amqp_head
