@@ -94,13 +94,17 @@ result<std::shared_ptr<segment>> create_segment(const fs::path& dir, std::int64_
   seg->path = dir / segment_file::file_name(base_sequence);
   seg->base_sequence = base_sequence;
   seg->base_offset = base_offset;
-  seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (seg->fd < 0) return io_error("cannot create", seg->path.string());
+  // Written under a temporary name and renamed once its header is on disk, so a crash can never
+  // leave a headerless segment behind (open() would refuse it); leftovers are removed on open.
+  const fs::path tmp = seg->path.string() + ".tmp";
+  seg->fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (seg->fd < 0) return io_error("cannot create", tmp.string());
   char header[header_bytes];
   segment_file::encode_header(header, {base_sequence, base_offset});
   if (!write_all(seg->fd, header, header_bytes) || ::fdatasync(seg->fd) != 0) {
-    return io_error("cannot write", seg->path.string());
+    return io_error("cannot write", tmp.string());
   }
+  if (::rename(tmp.c_str(), seg->path.c_str()) != 0) return io_error("cannot rename", tmp.string());
   sync_dir(dir);
   return seg;
 }
@@ -174,10 +178,14 @@ struct event_log::impl {
     fs::create_directories(p.dir, ec);
     if (ec) return make_error(errc::server_error, "event log: cannot create " + p.dir.string() + ": " + ec.message());
     std::vector<fs::path> files;
+    std::vector<fs::path> unfinished;
     for (const auto& entry : fs::directory_iterator(p.dir, ec)) {
       if (entry.path().extension() == ".seg") files.push_back(entry.path());
+      if (entry.path().extension() == ".tmp") unfinished.push_back(entry.path());
     }
     if (ec) return make_error(errc::server_error, "event log: cannot list " + p.dir.string() + ": " + ec.message());
+    // A segment whose creation a crash interrupted: it never held a record.
+    for (const auto& f : unfinished) fs::remove(f, ec);
     std::sort(files.begin(), files.end());
     for (std::size_t i = 0; i < files.size(); ++i) {
       auto seg = load_segment(files[i], i + 1 == files.size());

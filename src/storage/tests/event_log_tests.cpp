@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -213,4 +214,19 @@ TEST(event_log, time_lookup_and_retention) {
   EXPECT_EQ(append_sync(*log, 0, "new").sequence, 40);
   auto recs = log->read(0, 0, 100);
   EXPECT_EQ(recs->front().sequence, st.begin_sequence);
+}
+
+TEST(event_log, a_segment_whose_creation_was_interrupted_is_ignored) {
+  temp_dir d;
+  {
+    auto log = std::move(*event_log::open(opts(d, 1)));
+    append_sync(*log, 0, "kept");
+  }
+  // A crash between creating the next segment and writing its header leaves only a .tmp file.
+  { std::ofstream(d.path / "p0" / "00000000000000000001.seg.tmp") << ""; }
+  auto log = event_log::open(opts(d, 1));
+  ASSERT_TRUE(log.has_value()) << log.error().message;
+  EXPECT_EQ((*log)->read(0, 0, 10)->front().data, "kept");
+  EXPECT_EQ(append_sync(**log, 0, "next").sequence, 1);
+  EXPECT_FALSE(fs::exists(d.path / "p0" / "00000000000000000001.seg.tmp"));
 }
