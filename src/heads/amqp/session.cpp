@@ -45,7 +45,11 @@ struct overloaded : F... {
 template <class... F>
 overloaded(F...) -> overloaded<F...>;
 
-constexpr std::size_t read_buffer_bytes = 16 * 1024;
+// The read buffer grows while reads fill it and shrinks back after a run of small reads, so an
+// idle connection (most devices, most of the time) holds 2 KiB, not 16.
+constexpr std::size_t read_buffer_min = 2 * 1024;
+constexpr std::size_t read_buffer_max = 16 * 1024;
+constexpr int small_reads_to_shrink = 16;
 // After the reader ends, how long the writer may take to flush before the transport is closed.
 constexpr std::chrono::seconds flush_timeout{5};
 
@@ -203,13 +207,22 @@ asio::awaitable<void> live::serve(std::string_view first_bytes) {
 }
 
 asio::awaitable<void> live::read_loop() {
-  std::vector<char> buf(read_buffer_bytes);
+  std::vector<char> buf(read_buffer_min);
+  int small_reads = 0;
   for (;;) {
     error_code ec;
     const std::size_t n = co_await t_.read_some(asio::buffer(buf), ec);
     if (closed_) co_return;  // the writer closed the transport
     std::vector<work> w;
     if (n > 0) conn_.recv({buf.data(), n}, w);
+    // After the bytes are handed over: resizing may drop them.
+    if (n == buf.size() && buf.size() < read_buffer_max) {
+      buf.resize(buf.size() * 2);
+      small_reads = 0;
+    } else if (n < read_buffer_min / 4 && buf.size() > read_buffer_min && ++small_reads >= small_reads_to_shrink) {
+      std::vector<char>(read_buffer_min).swap(buf);
+      small_reads = 0;
+    }
     if (ec) {
       conn_.read_closed(w);
       read_ended_ = true;
@@ -230,6 +243,7 @@ asio::awaitable<void> live::write_loop(std::shared_ptr<live> self) {
       error_code ec;
       co_await s.t_.write(asio::buffer(s.out_), ec);
       s.out_.clear();
+      if (s.out_.capacity() > read_buffer_max) std::string().swap(s.out_);  // a burst is over
       if (ec) {
         std::vector<work> w;
         s.conn_.write_failed(w);
