@@ -32,6 +32,9 @@
 #include <proton/delivery.h>
 #include <proton/disposition.h>
 #include <proton/link.h>
+#include <proton/logger.h>
+#include <proton/sasl.h>
+#include <proton/sasl_plugin.h>
 #include <proton/transport.h>
 
 #include <algorithm>
@@ -92,6 +95,54 @@ std::map<proton::symbol, proton::value> filters_of(const proton::sender& s) {
   return out;
 }
 
+// The server's SASL. Proton's built-in server (default_sasl.c) passes the client's mechanism to
+// strcmp unchecked, and it is NULL when a sasl-init frame carries none: one malformed frame
+// crashed the process (found by fuzz_amqp). This is the same policy, ANONYMOUS only (identity
+// comes later, from CBS or the TLS certificate), with that case refused.
+namespace server_sasl {
+void free_context(pn_transport_t*) {}
+const char* mechanisms(pn_transport_t*) { return "ANONYMOUS"; }
+bool init_server(pn_transport_t* t) {
+  pnx_sasl_set_desired_state(t, SASL_POSTED_MECHANISMS);
+  return true;
+}
+bool init_client(pn_transport_t*) { return false; }
+void prepare_write(pn_transport_t*) {}
+// Marks a transport whose sasl-init was answered. Proton keeps reading sasl-init frames after the
+// first and leaks the mechanism string of each (0.37): a second one ends the transport.
+char init_seen;
+
+void process_init(pn_transport_t* t, const char* mechanism, const pn_bytes_t*) {
+  if (pnx_sasl_get_context(t) == &init_seen) {
+    pnx_sasl_error(t, "More than one sasl-init", "amqp:unauthorized-access");
+    pnx_sasl_set_failed(t);
+    pnx_sasl_set_desired_state(t, SASL_POSTED_OUTCOME);
+    return;
+  }
+  pnx_sasl_set_context(t, &init_seen);
+  if (mechanism != nullptr && std::strcmp(mechanism, "ANONYMOUS") == 0) {
+    pnx_sasl_set_succeeded(t, "anonymous", nullptr);
+  } else {
+    pnx_sasl_set_failed(t);
+  }
+  pnx_sasl_set_desired_state(t, SASL_POSTED_OUTCOME);
+}
+void process_response(pn_transport_t*, const pn_bytes_t*) {}
+bool process_mechanisms(pn_transport_t*, const char*) { return false; }
+void process_challenge(pn_transport_t*, const pn_bytes_t*) {}
+void process_outcome(pn_transport_t*, const pn_bytes_t*) {}
+bool can_encrypt(pn_transport_t*) { return false; }
+ssize_t max_encrypt_size(pn_transport_t*) { return 0; }
+ssize_t encode(pn_transport_t*, pn_bytes_t, pn_bytes_t*) { return 0; }
+ssize_t decode(pn_transport_t*, pn_bytes_t, pn_bytes_t*) { return 0; }
+
+const pnx_sasl_implementation implementation = {
+    free_context,    mechanisms,        init_server,       init_client,     prepare_write,
+    process_init,    process_response,  process_mechanisms, process_challenge, process_outcome,
+    can_encrypt,     max_encrypt_size,  encode,            decode,
+};
+}  // namespace server_sasl
+
 }  // namespace
 
 proton::error_condition condition(std::string name, std::string description) {
@@ -125,6 +176,13 @@ struct driver::impl final : proton::messaging_handler {
       // gets the SASL layer (ANONYMOUS, or EXTERNAL with a TLS identity), "AMQP 0 1 0 0" goes
       // straight to AMQP (the Azure IoT SDKs skip SASL and authenticate by CBS).
       driver_.accept(co);
+      pn_transport_t* t = raw(driver_.transport());
+      pn_sasl(t);  // made now (not when a SASL header arrives) so that it gets our implementation
+      pnx_sasl_set_implementation(t, &server_sasl::implementation, nullptr);
+      // Proton prints errors caused by the peer's bytes to stderr; they reach the head as the
+      // transport's condition (transport_closed) instead, which logs them once, with the
+      // connection's id. Frame traces (PN_TRACE_FRM=1) still work.
+      pn_logger_reset_mask(pn_transport_logger(t), PN_SUBSYSTEM_ALL, PN_LEVEL_ERROR | PN_LEVEL_WARNING | PN_LEVEL_INFO);
     } else {
       co.sasl_enabled(opts_.client_sasl);
       if (opts_.client_sasl) {
@@ -197,6 +255,7 @@ struct driver::impl final : proton::messaging_handler {
   // --- messaging_handler ---
 
   void on_connection_open(proton::connection& c) override {
+    opened_ = true;
     connection_opened e;
     pn_connection_t* pc = raw(c);
     e.hostname = c_string(pn_connection_remote_hostname(pc));
@@ -331,6 +390,8 @@ struct driver::impl final : proton::messaging_handler {
   bool active_ = true;                 // dispatch() said the driver still has work
   bool transport_closed_ = false;
   bool decode_failed_ = false;
+  bool opened_ = false;             // the peer's Open arrived
+  std::uint64_t bytes_before_open_ = 0;
   link_id next_link_ = 0;
   delivery_id next_delivery_ = 0;
   std::map<proton::link, link_id> link_ids_;  // ordered by the pn_link_t address
@@ -343,6 +404,15 @@ driver::~driver() = default;
 
 void driver::recv(std::span<const char> in, std::vector<event>& out) {
   auto& d = impl_->driver_;
+  if (!impl_->opened_ && impl_->opts_.max_bytes_before_open > 0) {
+    // Headers, SASL and Open are a few hundred bytes; more is a peer that never gets there.
+    impl_->bytes_before_open_ += in.size();
+    if (impl_->bytes_before_open_ > impl_->opts_.max_bytes_before_open) {
+      d.disconnected(condition("amqp:resource-limit-exceeded", "Too many bytes before the Open frame"));
+      impl_->dispatch(out);
+      return;
+    }
+  }
   while (!in.empty()) {
     proton::io::mutable_buffer buf = d.read_buffer();
     if (buf.size == 0) {

@@ -48,6 +48,10 @@ struct driver_options {
   // grows past it closes its link with amqp:link:message-size-exceeded (so a peer cannot make
   // us buffer without bound). 0 = no limit.
   std::uint64_t max_message_size = 1024 * 1024;
+  // Bytes a peer may send before its Open frame (protocol headers, SASL): past it the transport
+  // closes. Bounds what a peer that never opens can make Proton buffer (and, through Proton
+  // 0.37's SASL, leak). 0 = no limit.
+  std::uint64_t max_bytes_before_open = 64 * 1024;
 
   // Server: SASL is optional. A client that starts with "AMQP 3 1 0 0" negotiates SASL (Proton's
   // built-in ANONYMOUS; EXTERNAL with a TLS identity); one that starts with "AMQP 0 1 0 0"

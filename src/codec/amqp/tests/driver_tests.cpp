@@ -376,3 +376,16 @@ TEST(amqp_driver, a_peer_that_sends_only_the_header_is_dropped_after_the_idle_ti
   for (auto& e : ev) closed = closed || std::holds_alternative<transport_closed>(e);
   EXPECT_TRUE(closed);
 }
+
+TEST(amqp_driver, a_peer_that_never_opens_is_cut_off) {
+  driver server(role::server);
+  std::vector<event> ev;
+  std::string junk("AMQP\x03\x01\x00\x00", 8);
+  junk += std::string(70 * 1024, '\0');  // empty SASL frames would be 8 bytes each; zeros will do
+  server.recv({junk.data(), junk.size()}, ev);
+  server.take_output();
+  server.poll(ev);
+  bool closed = false;
+  for (auto& e : ev) closed = closed || std::holds_alternative<transport_closed>(e);
+  EXPECT_TRUE(closed);
+}
