@@ -151,9 +151,16 @@ int run(const config& cfg) {
   registry::service registry(**kv, clk);
   auth::service auth(id.identity, registry, clk);
   connections::connection_table connections(registry, clk);
+  // MQTT persistent sessions, kept in the database so that they survive a restart.
+  mqtt_head::session_store mqtt_sessions(kv->get());
+  // Deleting or disabling an identity ends its connections, as IoT Hub does (every registry path,
+  // bulk included); a deleted identity's persistent sessions go too.
+  registry.set_change_listener([&connections, &mqtt_sessions](const registry::change& c) {
+    connections.on_registry_change(c);
+    if (c.what != registry::change::kind::device_disabled) mqtt_sessions.forget(c.device_id, c.module_id);
+  });
   telemetry::service telemetry(**events);
   certificates::service certs(**kv, registry, clk);
-  mqtt_head::session_store mqtt_sessions;
   // X.509 devices: what the TLS client presented, checked against the identity's thumbprints or
   // the hub's verified CA certificates.
   const auto x509 = [&certs](const certificates::client_chain& chain, std::string_view device_id,

@@ -71,6 +71,38 @@ std::shared_ptr<messaging::device_link> connection_table::find(const identity& w
   return it == s.entries.end() ? nullptr : it->second.link;
 }
 
+std::size_t connection_table::close(const identity& who, std::string_view reason) {
+  std::vector<std::shared_ptr<messaging::device_link>> links;
+  {
+    shard& s = shard_of(who.device_id);
+    std::scoped_lock lock(s.mutex);
+    if (!who.module_id.empty()) {
+      if (auto it = s.entries.find(key_of(who)); it != s.entries.end()) links.push_back(it->second.link);
+    } else {
+      const std::string modules = who.device_id + "/";
+      for (const auto& [key, e] : s.entries) {
+        if (key == who.device_id || key.starts_with(modules)) links.push_back(e.link);
+      }
+    }
+  }
+  for (const auto& link : links) link->close(std::string(reason));
+  return links.size();
+}
+
+void connection_table::on_registry_change(const registry::change& c) {
+  switch (c.what) {
+    case registry::change::kind::device_deleted:
+      close({c.device_id, {}}, "device deleted");
+      return;
+    case registry::change::kind::device_disabled:
+      close({c.device_id, {}}, "device disabled");
+      return;
+    case registry::change::kind::module_deleted:
+      close({c.device_id, c.module_id}, "module deleted");
+      return;
+  }
+}
+
 std::vector<connection_event> connection_table::recent_events() const {
   std::scoped_lock lock(events_mutex_);
   return {events_.begin(), events_.end()};

@@ -30,6 +30,7 @@
 
 namespace hub::registry {
 class service;
+struct change;
 }
 
 namespace hub::connections {
@@ -85,6 +86,14 @@ class connection_table {
 
   // The identity's current connection, or null.
   std::shared_ptr<messaging::device_link> find(const identity& who) const;
+
+  // Closes the connections the identity is deleted or disabled out of: a module's own, or a
+  // device's and all its modules' (module_id empty). The links are closed outside the shard lock
+  // (close() only posts); each head then detaches as usual. Returns how many were closed.
+  std::size_t close(const identity& who, std::string_view reason);
+  // The registry's change listener (registry::service::set_change_listener), as the composition
+  // root connects it: a deleted device or module, or a disabled device, loses its connections.
+  void on_registry_change(const registry::change& c);
 
   // Connected identities (devices and modules), and connected devices only (modules not counted):
   // the latter is IoT Hub's connectedDeviceCount.

@@ -93,6 +93,9 @@ error device_not_found(std::string_view id) {
 error module_not_found(std::string_view device_id, std::string_view module_id) {
   return make_error(errc::module_not_found, fmt::format("Module '{}' not found on device '{}'.", module_id, device_id));
 }
+error device_disabled(std::string_view id) {
+  return make_error(errc::unauthorized, fmt::format("Device '{}' is disabled", id));
+}
 error etag_mismatch(std::string_view what) {
   return make_error(errc::precondition_failed,
                     fmt::format("The If-Match etag does not match the current version of {}.", what));
@@ -212,7 +215,7 @@ result<device> service::get_device(std::string_view id) {
 
 result<device> service::update_device(device d, const if_match& etag) {
   if (auto v = validate(d.auth); !v) return v.error();
-  std::scoped_lock lock(write_mutex_);
+  std::unique_lock lock(write_mutex_);
   auto loaded = load_device(kv_, d.device_id);
   if (!loaded) return loaded.error();
   if (!*loaded) return device_not_found(d.device_id);
@@ -231,7 +234,10 @@ result<device> service::update_device(device d, const if_match& etag) {
   next.device_scope = d.iot_edge ? edge_scope(next) : std::move(d.device_scope);
   next.parent_scopes = std::move(d.parent_scopes);
   next.etag = next_etag(current.etag);
+  const bool disabled = current.status == device_status::enabled && next.status == device_status::disabled;
   if (auto w = put_record(kv_, device_key(next.device_id), encode(next)); !w) return w.error();
+  lock.unlock();
+  if (disabled) notify(change::kind::device_disabled, next.device_id);
   apply_presence(next);
   return next;
 }
@@ -243,7 +249,7 @@ result<device> service::put_device(device d, const if_match& etag) {
 }
 
 result<void> service::delete_device(std::string_view id, const if_match& etag) {
-  std::scoped_lock lock(write_mutex_);
+  std::unique_lock lock(write_mutex_);
   auto loaded = load_device(kv_, id);
   if (!loaded) return loaded.error();
   if (!*loaded) return device_not_found(id);
@@ -257,7 +263,10 @@ result<void> service::delete_device(std::string_view id, const if_match& etag) {
     return true;
   });
   if (!scanned) return scanned.error();
-  return kv_.write(batch, /*sync=*/true);
+  if (auto w = kv_.write(batch, /*sync=*/true); !w) return w;
+  lock.unlock();
+  notify(change::kind::device_deleted, id);
+  return {};
 }
 
 result<std::vector<device>> service::list_devices(std::size_t top) {
@@ -388,7 +397,7 @@ result<module> service::put_module(module m, const if_match& etag) {
 }
 
 result<void> service::delete_module(std::string_view device_id, std::string_view module_id, const if_match& etag) {
-  std::scoped_lock lock(write_mutex_);
+  std::unique_lock lock(write_mutex_);
   auto loaded = load_module(kv_, device_id, module_id);
   if (!loaded) return loaded.error();
   if (!*loaded) return missing_module(kv_, device_id, module_id);
@@ -397,7 +406,10 @@ result<void> service::delete_module(std::string_view device_id, std::string_view
   }
   storage::write_batch batch;
   batch.del(module_key(device_id, module_id));
-  return kv_.write(batch, /*sync=*/true);
+  if (auto w = kv_.write(batch, /*sync=*/true); !w) return w;
+  lock.unlock();
+  notify(change::kind::module_deleted, device_id, module_id);
+  return {};
 }
 
 result<std::vector<module>> service::list_modules(std::string_view device_id) {
@@ -411,6 +423,10 @@ result<std::vector<module>> service::list_modules(std::string_view device_id) {
 }
 
 // --- connection state -------------------------------------------------------------------------
+
+void service::notify(change::kind what, std::string_view device_id, std::string_view module_id) const {
+  if (listener_) listener_(change{what, std::string(device_id), std::string(module_id)});
+}
 
 std::shared_ptr<presence> service::find_presence(const std::string& key) const {
   std::scoped_lock lock(presence_mutex_);
@@ -441,12 +457,16 @@ result<std::shared_ptr<presence>> service::mark_connected(std::string_view devic
     auto loaded = load_device(kv_, device_id);
     if (!loaded) return loaded.error();
     if (!*loaded) return device_not_found(device_id);
+    if ((*loaded)->status == device_status::disabled) return device_disabled(device_id);
     dev = std::move(**loaded);
     record = &*dev;
   } else {
     auto loaded = load_module(kv_, device_id, module_id);
     if (!loaded) return loaded.error();
     if (!*loaded) return missing_module(kv_, device_id, module_id);
+    auto parent = load_device(kv_, device_id);
+    if (!parent) return parent.error();
+    if (*parent && (*parent)->status == device_status::disabled) return device_disabled(device_id);
     mod = std::move(**loaded);
     record = &*mod;
   }

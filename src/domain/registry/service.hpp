@@ -10,6 +10,7 @@
 #include "domain/registry/presence.hpp"
 #include "storage/kv.hpp"
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -42,9 +43,26 @@ struct bulk_result {
   std::vector<bulk_error> errors;
 };
 
+// A registry write that ends an identity's connections, as IoT Hub ends them: the device or module
+// was deleted, or the device was disabled (which also shuts out its modules).
+struct change {
+  enum class kind { device_deleted, device_disabled, module_deleted };
+  kind what = kind::device_deleted;
+  std::string device_id;
+  std::string module_id;  // module_deleted only
+};
+
 class service {
  public:
+  // Called after the write is stored, on the writing thread, outside the registry's locks (the
+  // connection table calls into the registry under its own locks, so the listener may call the
+  // table). Every path reports: REST, bulk import, and whatever comes later.
+  using change_listener = std::function<void(const change&)>;
+
   service(storage::kv& kv, const clock& clk);
+
+  // Set before serving; not synchronised with the writes.
+  void set_change_listener(change_listener fn) { listener_ = std::move(fn); }
 
   // Devices. create fails with DeviceAlreadyExists; keys are generated when absent.
   result<device> create_device(device d);
@@ -74,7 +92,9 @@ class service {
   // costs nothing that matters, because after a restart nothing is connected, and a record that
   // still says "Connected" without an overlay entry is read as "Disconnected".
   //
-  // mark_connected: DeviceNotFound / ModuleNotFound when the identity is gone. A presence still
+  // mark_connected: DeviceNotFound / ModuleNotFound when the identity is gone, Unauthorized when
+  // the device is disabled (a disable between authentication and attach: the change listener
+  // found nothing to close yet, so the attach must fail instead). A presence still
   // in the overlay for the same identity is replaced (a new connection took over); its last
   // activity carries over.
   result<std::shared_ptr<presence>> mark_connected(std::string_view device_id, std::string_view module_id,
@@ -90,8 +110,11 @@ class service {
   void apply_presence(module& m) const;
   std::shared_ptr<presence> find_presence(const std::string& key) const;
 
+  void notify(change::kind what, std::string_view device_id, std::string_view module_id = {}) const;
+
   storage::kv& kv_;
   const clock& clock_;
+  change_listener listener_;
   std::mutex write_mutex_;
   // "<deviceId>" or "<deviceId>/<moduleId>" -> presence of the connected identity. Its own
   // mutex, held only for map operations, so reads never wait for a write.

@@ -34,7 +34,19 @@ std::variant<connect_refusal, connect_claim> check_connect(const mqtt::connect& 
   if (!c.username) return refuse(mqtt::connack_code::bad_username_or_password, "no username");
   auto user = parse_username(*c.username, *id);
   if (!user) return refuse(mqtt::connack_code::bad_username_or_password, "the username names another identity than the client id");
+  if (c.will) {
+    if (c.will->qos > 1) return refuse(mqtt::connack_code::not_authorized, "Will QoS 2 (IoT Hub supports QoS 0 and 1 only)");
+    const publish_target target = classify_publish(c.will->topic);
+    if (target.kind != publish_kind::telemetry || target.device_id != id->device_id || target.module_id != id->module_id) {
+      return refuse(mqtt::connack_code::not_authorized,
+                    fmt::format("Will topic {} is not the identity's telemetry topic", c.will->topic.substr(0, 200)));
+    }
+    if (!parse_property_bag(target.property_bag)) {
+      return refuse(mqtt::connack_code::not_authorized, "malformed property bag in the Will topic");
+    }
+  }
   connect_claim claim;
+  claim.will = c.will;
   claim.id = std::move(*id);
   claim.user = std::move(*user);
   claim.client_id = c.client_id;
@@ -103,8 +115,14 @@ admission admit(const services& svc, const admission_request& req) {
   if (!attached) return refused(attached.error());
   out.attached = std::move(*attached);
   const auto session = svc.sessions.open(claim.client_id, claim.clean_session);
-  out.session_present = session.present;
-  out.session_token = session.token;
+  if (!session) {
+    // Attached already: undo it, so a refusal leaves no trace.
+    svc.connections.detach(connections::identity{claim.id.device_id, claim.id.module_id}, req.link.get(),
+                           "session store failure");
+    return refused(session.error());
+  }
+  out.session_present = session->present;
+  out.session_token = session->token;
   return out;
 }
 

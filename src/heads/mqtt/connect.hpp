@@ -16,6 +16,12 @@
 //   certificate that does not match, disabled identity    -> 5 not authorized (as IoT Hub answers;
 //                                                            the reason goes to the log only)
 //   storage failure, or the identity deleted meanwhile     -> 3 / 5 (connack_for)
+//   a Will whose topic is not the identity's telemetry topic
+//   (devices/{d}[/modules/{m}]/messages/events/{bag}), a
+//   malformed property bag in it, or Will QoS 2          -> 5 not authorized (a client that
+//                                                            may not publish there; refused with a
+//                                                            CONNACK rather than a silent close, so
+//                                                            the log and the client say why)
 #include "base/clock.hpp"
 #include "base/error.hpp"
 #include "codec/mqtt/packets.hpp"
@@ -39,6 +45,7 @@ struct connect_claim {
   std::string client_id;                 // as sent: the persistent session's key
   bool clean_session = false;
   std::optional<std::string> sas_token;  // the password; none: the client certificate must do
+  std::optional<mqtt::will_message> will;  // checked: the identity's telemetry topic
 };
 
 struct connect_refusal {

@@ -7,6 +7,8 @@
 #include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace hub::mqtt_head {
 namespace {
 
@@ -34,6 +36,19 @@ reply twin_error_reply(std::string_view rid, int status, int error_code, std::st
   };
   r.payload = boost::json::serialize(body);
   return r;
+}
+
+std::optional<telemetry::message> will_telemetry(const mqtt::will_message& will, const sender& who, sys_time now) {
+  mqtt::publish p;
+  p.topic = will.topic;
+  p.payload = will.payload;
+  p.qos = std::min<std::uint8_t>(will.qos, 1);
+  p.retain = will.retain;
+  publish_decision d = decide_publish(std::move(p), who, now);
+  if (d.what != publish_decision::action::telemetry) return std::nullopt;
+  std::erase_if(d.message.properties, [](const auto& kv) { return kv.first == "iothub-MessageType"; });
+  d.message.properties.emplace_back("iothub-MessageType", std::string("Will"));
+  return std::move(d.message);
 }
 
 publish_decision decide_publish(mqtt::publish&& p, const sender& who, sys_time now) {

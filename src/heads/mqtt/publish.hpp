@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,13 @@ struct publish_decision {
 //  - $iothub/methods/res: ignored until direct methods come.
 //  - anything else: close, as IoT Hub does for topics a device may not publish to.
 publish_decision decide_publish(mqtt::publish&& p, const sender& who, sys_time now);
+
+// The telemetry message a Will becomes when its connection ends without DISCONNECT, as IoT Hub
+// sends it: the will's payload and property bag (retain adds mqtt-retain=true, as for a
+// publish), stamped with the connected identity, plus the application property
+// iothub-MessageType=Will. The will was checked at CONNECT (check_connect), so its topic is the
+// identity's telemetry topic; nullopt if it is not after all.
+std::optional<telemetry::message> will_telemetry(const mqtt::will_message& will, const sender& who, sys_time now);
 
 // An error answer to a twin request: $iothub/twin/res/<status>/?$rid=<rid> with IoT Hub's JSON
 // error body {"errorCode":<n>,"trackingId":...,"message":...,"timestampUtc":...}.

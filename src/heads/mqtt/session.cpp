@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -109,8 +110,8 @@ class connection final : public messaging::device_link, public std::enable_share
 
   void on_packet(mqtt::packet& p);
   void on_publish(mqtt::publish& p);
-  void on_subscribe(const mqtt::subscribe& s);
-  void on_unsubscribe(const mqtt::unsubscribe& u);
+  asio::awaitable<void> on_subscribe(const mqtt::subscribe& s);
+  asio::awaitable<void> on_unsubscribe(const mqtt::unsubscribe& u);
   void on_durable(ack_queue::ticket ticket, std::size_t bytes, const std::optional<error>& failure);
   void acknowledge_now(std::uint16_t packet_id);
   void refuse(mqtt::connack_code code, std::string_view reason);
@@ -121,8 +122,12 @@ class connection final : public messaging::device_link, public std::enable_share
   void arm_connect_timeout();
   void arm_keep_alive(std::chrono::milliseconds period);
   void arm_expiry(sys_time at, std::string reason);
-  // Ends the connection now: no more reads or writes, the transport closes.
-  void end(std::string reason);
+  // Ends the connection now: no more reads or writes, the transport closes. will_due: the
+  // connection ends the way MQTT sends a Will for (network failure, keep-alive timeout, protocol
+  // error), not by DISCONNECT or by the hub's own decision (replaced, identity deleted or
+  // disabled, token expired, shutting down).
+  void end(std::string reason, bool will_due = false);
+  void send_will();
   bool paused() const noexcept {
     return acks_.in_flight() >= ctx_.options.max_in_flight || in_flight_bytes_ >= ctx_.options.max_in_flight_bytes;
   }
@@ -150,10 +155,12 @@ class connection final : public messaging::device_link, public std::enable_share
   bool closed_ = false;         // ended: the transport is closed or about to be
   bool waiting_for_acks_ = false;
   std::string end_reason_;
+  bool will_due_ = false;
 
   // Set once admitted.
   bool connected_ = false;
   std::string client_id_;
+  std::optional<mqtt::will_message> will_;
   bool clean_session_ = false;
   std::uint64_t session_token_ = 0;
   sender sender_;
@@ -183,6 +190,22 @@ asio::awaitable<admission> admit_off_thread(const session_context& ctx, const ad
   co_return co_await asio::co_spawn(ctx.blocking, std::move(work), asio::use_awaitable);
 }
 
+// Runs `work` on the blocking pool; `work` lives in the awaiting caller's frame (GCC 12: a plain
+// function object, not a coroutine lambda). An exception is logged and swallowed.
+asio::awaitable<void> call_on_pool(const session_context* ctx, std::function<void()>* work) {
+  try {
+    (*work)();
+  } catch (const std::exception& e) {
+    ctx->log->error("MQTT storage call failed: {}", e.what());
+  }
+  co_return;
+}
+
+asio::awaitable<void> off_thread(const session_context& ctx, std::function<void()>& work) {
+  asio::awaitable<void> call = call_on_pool(&ctx, &work);
+  co_await asio::co_spawn(ctx.blocking, std::move(call), asio::use_awaitable);
+}
+
 asio::awaitable<void> connection::serve(std::string_view first_bytes) {
   arm_connect_timeout();
   std::vector<mqtt::event> events;
@@ -202,9 +225,11 @@ asio::awaitable<void> connection::serve(std::string_view first_bytes) {
     if (ec) {
       if (closed_) break;  // we closed it
       // Aborted without end(): the listener closed the socket, which it does only at shutdown.
-      end(peer_went_away(ec)                        ? std::string("connection closed by the device")
-          : ec == asio::error::operation_aborted ? std::string("hub shutting down")
-                                                  : fmt::format("read failed: {}", ec.message()));
+      const bool shutdown = !peer_went_away(ec) && ec == asio::error::operation_aborted;
+      end(peer_went_away(ec) ? std::string("connection closed by the device")
+          : shutdown         ? std::string("hub shutting down")
+                             : fmt::format("read failed: {}", ec.message()),
+          !shutdown);
       break;
     }
     events.clear();
@@ -229,6 +254,16 @@ asio::awaitable<void> connection::handle(std::vector<mqtt::event>& events) {
     if (auto* received = std::get_if<mqtt::packet_received>(&ev)) {
       if (const auto* c = std::get_if<mqtt::connect>(&received->pkt)) {
         co_await on_connect(*c);
+        continue;
+      }
+      // The session store writes storage: both hop to the blocking pool, and the next packet
+      // waits, so the acknowledgements come after the write, in order.
+      if (const auto* sub = std::get_if<mqtt::subscribe>(&received->pkt)) {
+        co_await on_subscribe(*sub);
+        continue;
+      }
+      if (const auto* unsub = std::get_if<mqtt::unsubscribe>(&received->pkt)) {
+        co_await on_unsubscribe(*unsub);
         continue;
       }
       on_packet(received->pkt);
@@ -265,6 +300,7 @@ asio::awaitable<void> connection::on_connect(const mqtt::connect& c) {
   // (connect timeout, or already replaced by a newer connection of the identity).
   connected_ = true;
   client_id_ = req.claim.client_id;
+  will_ = std::move(req.claim.will);
   clean_session_ = req.claim.clean_session;
   session_token_ = a.session_token;
   presence_ = a.attached.presence;
@@ -295,10 +331,6 @@ void connection::refuse(mqtt::connack_code code, std::string_view reason) {
 void connection::on_packet(mqtt::packet& p) {
   if (auto* pub = std::get_if<mqtt::publish>(&p)) {
     on_publish(*pub);
-  } else if (const auto* sub = std::get_if<mqtt::subscribe>(&p)) {
-    on_subscribe(*sub);
-  } else if (const auto* unsub = std::get_if<mqtt::unsubscribe>(&p)) {
-    on_unsubscribe(*unsub);
   }
   // PUBACK settles cloud-to-device messages, which come in a later issue. PUBREC, PUBREL and
   // PUBCOMP belong to QoS 2, which the hub never sends and closes the connection for.
@@ -331,7 +363,7 @@ void connection::on_publish(mqtt::publish& p) {
       acknowledge_now(ack_id);
       return;
     case publish_decision::action::close:
-      end(std::move(d.reason));  // the disconnect line gives the reason
+      end(std::move(d.reason), true);  // the disconnect line gives the reason
       return;
   }
 }
@@ -364,28 +396,55 @@ void connection::on_durable(ack_queue::ticket ticket, std::size_t bytes, const s
   }
 }
 
-void connection::on_subscribe(const mqtt::subscribe& s) {
+asio::awaitable<void> connection::on_subscribe(const mqtt::subscribe& s) {
   presence_->touch(ctx_.svc.clk.now());
   mqtt::suback ack;
   ack.packet_id = s.packet_id;
+  std::vector<std::string> refused;  // for the log
+  std::optional<error> failure;
   const client_identity id{device_id(), module_id()};
-  for (const mqtt::subscription& sub : s.subscriptions) {
-    if (!subscription_allowed(sub.filter, id)) {
-      ctx_.log->info("connection {} from {}: {}: subscription to {} refused", info_.id, info_.peer, who(),
-                     sub.filter.substr(0, 200));
-      ack.codes.push_back(mqtt::suback_failure);
-      continue;
+  std::function<void()> work = [&] {
+    for (const mqtt::subscription& sub : s.subscriptions) {
+      if (!subscription_allowed(sub.filter, id)) {
+        refused.push_back(sub.filter.substr(0, 200));
+        ack.codes.push_back(mqtt::suback_failure);
+        continue;
+      }
+      // IoT Hub grants at most QoS 1.
+      const std::uint8_t granted = std::min<std::uint8_t>(sub.qos, 1);
+      if (auto stored = ctx_.svc.sessions.subscribe(client_id_, sub.filter, granted); !stored) {
+        failure = stored.error();
+        ack.codes.push_back(mqtt::suback_failure);
+        continue;
+      }
+      ack.codes.push_back(granted);
     }
-    // IoT Hub grants at most QoS 1.
-    const std::uint8_t granted = std::min<std::uint8_t>(sub.qos, 1);
-    ctx_.svc.sessions.subscribe(client_id_, sub.filter, granted);
-    ack.codes.push_back(granted);
+  };
+  co_await off_thread(ctx_, work);
+  for (const std::string& filter : refused) {
+    ctx_.log->info("connection {} from {}: {}: subscription to {} refused", info_.id, info_.peer, who(), filter);
+  }
+  if (failure) {
+    ctx_.log->warn("connection {} from {}: {}: subscription not stored: {}", info_.id, info_.peer, who(),
+                   failure->message);
   }
   queue(ack);
 }
 
-void connection::on_unsubscribe(const mqtt::unsubscribe& u) {
-  for (const std::string& filter : u.filters) ctx_.svc.sessions.unsubscribe(client_id_, filter);
+asio::awaitable<void> connection::on_unsubscribe(const mqtt::unsubscribe& u) {
+  std::optional<error> failure;
+  std::function<void()> work = [&] {
+    for (const std::string& filter : u.filters) {
+      if (auto removed = ctx_.svc.sessions.unsubscribe(client_id_, filter); !removed) failure = removed.error();
+    }
+  };
+  co_await off_thread(ctx_, work);
+  if (failure) {
+    // MQTT 3.1.1 has no failure code in UNSUBACK: the session keeps the subscription, and the
+    // connection ends so the device does not believe otherwise.
+    end(fmt::format("unsubscribe not stored: {}", failure->message));
+    co_return;
+  }
   queue(mqtt::unsuback{u.packet_id});
 }
 
@@ -395,7 +454,7 @@ void connection::on_codec_close(const mqtt::close_connection& c) {
       end("client disconnected");
       return;
     case mqtt::close_reason::keep_alive_timeout:
-      end("keep-alive timeout");
+      end("keep-alive timeout", true);
       return;
     case mqtt::close_reason::protocol_violation: {
       std::string reason = c.detail == mqtt::decode_error::none
@@ -403,7 +462,7 @@ void connection::on_codec_close(const mqtt::close_connection& c) {
                                : fmt::format("malformed packet: {}", mqtt::to_string(c.detail));
       // Once connected, the disconnect line gives the reason; before, nothing else would.
       if (!connected_) ctx_.log->info("connection {} from {}: {}; closing", info_.id, info_.peer, reason);
-      end(std::move(reason));
+      end(std::move(reason), true);
       return;
     }
   }
@@ -437,7 +496,8 @@ asio::awaitable<void> connection::write_loop(std::shared_ptr<connection> self) {
     self->sending_.clear();
     if (ec && !self->closed_) {
       self->end(peer_went_away(ec) ? std::string("connection closed by the device")
-                                   : fmt::format("write failed: {}", ec.message()));
+                                   : fmt::format("write failed: {}", ec.message()),
+                true);
     }
   }
   if (self->sending_.capacity() > write_buffer_keep) std::string().swap(self->sending_);
@@ -470,7 +530,10 @@ asio::awaitable<void> connection::finish() {
                     info_.peer, end_reason_);
     co_return;
   }
-  ctx_.log->info("connection {} from {}: {} disconnected: {}", info_.id, info_.peer, who(), end_reason_);
+  const bool will = will_due_ && will_;
+  ctx_.log->info("connection {} from {}: {} disconnected: {}{}", info_.id, info_.peer, who(), end_reason_,
+                 will ? " (sending its Will)" : "");
+  if (will) send_will();
   // The table and the session store: detach marks the identity Disconnected in the registry (a
   // storage write), so off this thread. `self` keeps this object, and so its address, alive
   // until then: a new connection can never be mistaken for this one.
@@ -481,15 +544,26 @@ asio::awaitable<void> connection::finish() {
   });
 }
 
-void connection::end(std::string reason) {
+void connection::end(std::string reason, bool will_due) {
   if (closed_) return;
   closed_ = true;
   end_reason_ = std::move(reason);
+  will_due_ = will_due;
   ++timer_generation_;
   timer_.cancel();
   expiry_.cancel();
   wake_.cancel();
   t_.close();
+}
+
+// The Will as telemetry, as IoT Hub sends it (iothub-MessageType=Will). Nobody waits for it to be
+// durable: the device is gone; a failure goes to the log.
+void connection::send_will() {
+  auto m = will_telemetry(*will_, sender_, ctx_.svc.clk.now());
+  if (!m) return;  // checked at CONNECT
+  ctx_.svc.telemetry.send(*m, [log = ctx_.log, id = info_.id, who = who()](result<storage::log_position> r) {
+    if (!r) log->info("connection {}: the Will of {} was not stored: {}", id, who, r.error().message);
+  });
 }
 
 void connection::arm_connect_timeout() {
@@ -511,7 +585,7 @@ void connection::arm_keep_alive(std::chrono::milliseconds period) {
     std::vector<mqtt::event> events;
     self->codec_.keep_alive_tick(events);
     if (!events.empty()) {
-      self->end("keep-alive timeout");
+      self->end("keep-alive timeout", true);
       return;
     }
     self->arm_keep_alive(period);

@@ -33,11 +33,17 @@ function packet(firstByte, body) {
   return Buffer.concat([Buffer.from([firstByte]), remainingLength(body.length), body]);
 }
 
-function connectPacket({ clientId, username, password, keepAlive = 60, cleanSession = false }) {
+// will: {topic, payload, qos = 0, retain = false}, optional.
+function connectPacket({ clientId, username, password, keepAlive = 60, cleanSession = false, will }) {
   let flags = cleanSession ? 0x02 : 0;
   if (username !== undefined) flags |= 0x80;
   if (password !== undefined) flags |= 0x40;
+  if (will) flags |= 0x04 | ((will.qos ?? 0) << 3) | (will.retain ? 0x20 : 0);
   const parts = [str('MQTT'), Buffer.from([4, flags]), u16(keepAlive), str(clientId)];
+  if (will) {
+    const payload = Buffer.from(will.payload ?? '');
+    parts.push(str(will.topic), u16(payload.length), payload);
+  }
   if (username !== undefined) parts.push(str(username));
   if (password !== undefined) parts.push(str(password));
   return packet(0x10, Buffer.concat(parts));
@@ -48,6 +54,13 @@ function publishPacket({ topic, payload = Buffer.alloc(0), qos = 1, packetId = 1
   if (qos > 0) parts.push(u16(packetId));
   parts.push(Buffer.isBuffer(payload) ? payload : Buffer.from(payload));
   return packet(0x30 | (qos << 1), Buffer.concat(parts));
+}
+
+// SUBSCRIBE: filters [{filter, qos}].
+function subscribePacket({ packetId = 1, filters }) {
+  const parts = [u16(packetId)];
+  for (const { filter, qos = 1 } of filters) parts.push(str(filter), Buffer.from([qos]));
+  return packet(0x82, Buffer.concat(parts));
 }
 
 // CONNECT fields of a SAS device, as the SDK builds them (device.md §2.1).
@@ -146,13 +159,23 @@ class RawMqtt {
     return p;
   }
 
-  // CONNECT, then the CONNACK's return code (or null when the hub closed instead).
+  // CONNECT, then the CONNACK's return code (or null when the hub closed instead). The session
+  // present flag of the last CONNACK is kept in this.sessionPresent.
   async handshake(fields) {
     this.write(connectPacket(fields));
     const p = await this.readPacket();
     if (!p) return null;
     if (p.type !== 2) throw new Error(`expected CONNACK, got packet type ${p.type}`);
+    this.sessionPresent = (p.body[0] & 0x01) === 1;
     return p.body[1];
+  }
+
+  // SUBSCRIBE, then the SUBACK's return codes.
+  async subscribe(filters, packetId = 1) {
+    this.write(subscribePacket({ packetId, filters }));
+    const p = await this.readPacket();
+    if (!p || p.type !== 9) throw new Error(`expected SUBACK, got ${p ? `packet type ${p.type}` : 'a closed connection'}`);
+    return [...p.body.subarray(2)];
   }
 
   // Resolves to true if the hub closes the connection within ms.
@@ -170,4 +193,4 @@ class RawMqtt {
   }
 }
 
-module.exports = { RawMqtt, connectPacket, publishPacket, packet, remainingLength, deviceCredentials };
+module.exports = { RawMqtt, connectPacket, publishPacket, subscribePacket, packet, remainingLength, deviceCredentials };

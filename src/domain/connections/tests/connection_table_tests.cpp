@@ -239,5 +239,72 @@ TEST_F(connection_table_test, concurrent_attach_and_detach_keep_the_counts_right
   EXPECT_EQ(get("d2").conn_state, registry::connection_state::disconnected);
 }
 
+// Deleting or disabling an identity closes its connections, whatever path the registry write
+// took (REST, bulk import), through the registry's change listener.
+class registry_change_test : public connection_table_test {
+ protected:
+  registry_change_test() {
+    registry_.set_change_listener([this](const registry::change& c) { table_.on_registry_change(c); });
+  }
+  std::shared_ptr<fake_link> attached(std::string device_id, std::string module_id = {}) {
+    auto link = std::make_shared<fake_link>();
+    EXPECT_TRUE(table_.attach({std::move(device_id), std::move(module_id)}, link).has_value());
+    return link;
+  }
+};
+
+TEST_F(registry_change_test, deleting_a_device_closes_it_and_its_modules) {
+  auto d1 = attached("d1");
+  auto m1 = attached("d1", "m1");
+  auto d2 = attached("d2");
+  ASSERT_TRUE(registry_.delete_device("d1", std::nullopt).has_value());
+  EXPECT_EQ(d1->closed_with, std::vector<std::string>{"device deleted"});
+  EXPECT_EQ(m1->closed_with, std::vector<std::string>{"device deleted"});
+  EXPECT_TRUE(d2->closed_with.empty());
+}
+
+TEST_F(registry_change_test, deleting_a_module_closes_only_the_module) {
+  auto d1 = attached("d1");
+  auto m1 = attached("d1", "m1");
+  ASSERT_TRUE(registry_.delete_module("d1", "m1", std::nullopt).has_value());
+  EXPECT_EQ(m1->closed_with, std::vector<std::string>{"module deleted"});
+  EXPECT_TRUE(d1->closed_with.empty());
+}
+
+TEST_F(registry_change_test, disabling_a_device_closes_it_and_its_modules_and_keeps_them_out) {
+  auto d1 = attached("d1");
+  auto m1 = attached("d1", "m1");
+  registry::device d = get("d1");
+  d.status = registry::device_status::disabled;
+  ASSERT_TRUE(registry_.update_device(d, std::nullopt).has_value());
+  EXPECT_EQ(d1->closed_with, std::vector<std::string>{"device disabled"});
+  EXPECT_EQ(m1->closed_with, std::vector<std::string>{"device disabled"});
+  // Updating a disabled device again closes nothing more.
+  ASSERT_TRUE(registry_.update_device(get("d1"), std::nullopt).has_value());
+  EXPECT_EQ(d1->closed_with.size(), 1u);
+
+  // Authenticated just before the disable, attached just after: refused all the same.
+  table_.detach({"d1", ""}, d1.get(), "device disabled");
+  auto late = table_.attach({"d1", ""}, std::make_shared<fake_link>());
+  ASSERT_FALSE(late.has_value());
+  EXPECT_EQ(late.error().code, errc::unauthorized);
+  EXPECT_FALSE(table_.attach({"d1", "m1"}, std::make_shared<fake_link>()).has_value());
+}
+
+TEST_F(registry_change_test, bulk_delete_and_disable_close_connections) {
+  auto d1 = attached("d1");
+  auto d2 = attached("d2");
+  std::vector<registry::bulk_item> items(2);
+  items[0].mode = registry::import_mode::remove;
+  items[0].dev.device_id = "d1";
+  items[1].mode = registry::import_mode::update;
+  items[1].dev = get("d2");
+  items[1].dev.status = registry::device_status::disabled;
+  const auto r = registry_.bulk(std::move(items));
+  EXPECT_TRUE(r.is_successful);
+  EXPECT_EQ(d1->closed_with, std::vector<std::string>{"device deleted"});
+  EXPECT_EQ(d2->closed_with, std::vector<std::string>{"device disabled"});
+}
+
 }  // namespace
 }  // namespace hub::connections

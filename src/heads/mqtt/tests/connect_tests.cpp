@@ -7,6 +7,7 @@
 #include "domain/telemetry/service.hpp"
 #include "heads/mqtt/connect.hpp"
 #include "heads/mqtt/session_store.hpp"
+#include "storage/kv.hpp"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -67,6 +68,27 @@ TEST(check_connect, refusal_codes) {
   auto other = sdk_connect("dev1");
   other.username = fmt::format("{}/dev2/?api-version=2021-04-12", host);
   EXPECT_EQ(refusal_of(other), code::bad_username_or_password);
+}
+
+TEST(check_connect, a_will_must_be_the_identitys_telemetry) {
+  const auto with_will = [](std::string client_id, std::string topic, std::uint8_t qos = 1) {
+    auto c = sdk_connect(std::move(client_id));
+    c.will = mqtt::will_message{std::move(topic), "gone", qos, false};
+    return c;
+  };
+  auto ok = check_connect(with_will("dev1", "devices/dev1/messages/events/a=b"));
+  ASSERT_NE(std::get_if<connect_claim>(&ok), nullptr);
+  ASSERT_TRUE(std::get<connect_claim>(ok).will);
+  EXPECT_EQ(std::get<connect_claim>(ok).will->payload, "gone");
+  EXPECT_EQ(refusal_of(with_will("dev1", "devices/dev1/messages/events/")), code::accepted);
+  EXPECT_EQ(refusal_of(with_will("dev1/mod1", "devices/dev1/modules/mod1/messages/events/")), code::accepted);
+
+  EXPECT_EQ(refusal_of(with_will("dev1", "devices/dev2/messages/events/")), code::not_authorized);
+  EXPECT_EQ(refusal_of(with_will("dev1/mod1", "devices/dev1/messages/events/")), code::not_authorized);
+  EXPECT_EQ(refusal_of(with_will("dev1", "status/offline")), code::not_authorized);
+  EXPECT_EQ(refusal_of(with_will("dev1", "$iothub/twin/GET/?$rid=1")), code::not_authorized);
+  EXPECT_EQ(refusal_of(with_will("dev1", "devices/dev1/messages/events/a=%zz")), code::not_authorized);
+  EXPECT_EQ(refusal_of(with_will("dev1", "devices/dev1/messages/events/", 2)), code::not_authorized);
 }
 
 TEST(connack_for, credentials_are_never_server_unavailable) {
@@ -225,6 +247,61 @@ TEST_F(admission_test, persistent_sessions_keep_subscriptions_clean_ones_do_not)
   EXPECT_TRUE(sessions_.subscriptions("dev1").empty());
   sessions_.close("dev1", c.session_token, true);
   EXPECT_EQ(sessions_.size(), 0u);
+}
+
+// Persistent sessions in storage: what a restart of hubd (a new store on the same kv) finds.
+TEST(session_store, persistent_sessions_survive_a_restart) {
+  auto kv = storage::make_memory_kv();
+  const std::string filter = "devices/dev1/messages/devicebound/#";
+  {
+    session_store before(kv.get());
+    auto a = before.open("dev1", false);
+    ASSERT_TRUE(a.has_value());
+    EXPECT_FALSE(a->present);
+    ASSERT_TRUE(before.subscribe("dev1", filter, 1).has_value());
+    ASSERT_TRUE(before.subscribe("dev1", "$iothub/methods/POST/#", 0).has_value());
+    ASSERT_TRUE(before.unsubscribe("dev1", "$iothub/methods/POST/#").has_value());
+    // A clean session is never stored.
+    ASSERT_TRUE(before.open("dev2", true).has_value());
+    ASSERT_TRUE(before.subscribe("dev2", "devices/dev2/messages/devicebound/#", 1).has_value());
+    // A persistent session without subscriptions is a session all the same.
+    ASSERT_TRUE(before.open("dev3/mod1", false).has_value());
+  }
+  auto stored = kv->get("s/dev1");
+  ASSERT_TRUE(stored.has_value() && stored->has_value());
+
+  session_store after(kv.get());
+  auto resumed = after.open("dev1", false);
+  ASSERT_TRUE(resumed.has_value());
+  EXPECT_TRUE(resumed->present);
+  const auto subs = after.subscriptions("dev1");
+  ASSERT_EQ(subs.size(), 1u);
+  EXPECT_EQ(subs[0].filter, filter);
+  EXPECT_EQ(subs[0].qos, 1);
+  EXPECT_FALSE(after.open("dev2", false)->present);
+  EXPECT_TRUE(after.open("dev3/mod1", false)->present);
+
+  // CleanSession=1 discards the stored session.
+  ASSERT_TRUE(after.open("dev1", true).has_value());
+  auto gone = kv->get("s/dev1");
+  ASSERT_TRUE(gone.has_value());
+  EXPECT_FALSE(gone->has_value());
+
+  // A deleted device takes its modules' sessions with it.
+  after.forget("dev3", "");
+  EXPECT_FALSE(kv->get("s/dev3/mod1")->has_value());
+  EXPECT_FALSE(session_store(kv.get()).open("dev3/mod1", false)->present);
+}
+
+TEST(session_store, subscriptions_round_trip_and_bad_records_are_refused) {
+  const std::vector<mqtt::subscription> subs{{"devices/d/messages/devicebound/#", 1}, {"$iothub/twin/res/#", 0}};
+  auto back = decode_subscriptions(encode_subscriptions(subs));
+  ASSERT_TRUE(back);
+  ASSERT_EQ(back->size(), 2u);
+  EXPECT_EQ((*back)[1].filter, "$iothub/twin/res/#");
+  EXPECT_FALSE(decode_subscriptions("{"));
+  EXPECT_FALSE(decode_subscriptions("[{\"f\":1,\"q\":1}]"));
+  EXPECT_FALSE(decode_subscriptions("[{\"f\":\"x\",\"q\":2}]"));
 }
 
 TEST_F(admission_test, x509_needs_a_certificate_and_an_authenticator) {

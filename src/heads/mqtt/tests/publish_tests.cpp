@@ -60,6 +60,38 @@ TEST(decide_publish, retain_is_passed_on_as_a_property) {
   EXPECT_EQ(std::get<std::string>(d.message.properties[0].second), "true");
 }
 
+TEST(will_telemetry, is_telemetry_with_message_type_will) {
+  const sys_time now{std::chrono::seconds{1'700'000'000}};
+  auto m = will_telemetry(mqtt::will_message{"devices/dev1/messages/events/%24.ct=text%2Fplain&why=lost", "bye", 1, false},
+                          dev1, now);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->body, "bye");
+  EXPECT_EQ(m->content_type, "text/plain");
+  EXPECT_EQ(m->device_id, "dev1");
+  EXPECT_EQ(m->generation_id, dev1.generation_id);
+  ASSERT_EQ(m->properties.size(), 2u);
+  EXPECT_EQ(m->properties[0].first, "why");
+  EXPECT_EQ(m->properties[1].first, "iothub-MessageType");
+  EXPECT_EQ(std::get<std::string>(m->properties[1].second), "Will");
+
+  // Retained: mqtt-retain, as for a publish. A module's will is the module's.
+  auto r = will_telemetry(mqtt::will_message{"devices/dev1/modules/mod1/messages/events/", "", 0, true}, mod1, now);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->module_id, "mod1");
+  ASSERT_EQ(r->properties.size(), 2u);
+  EXPECT_EQ(r->properties[0].first, "mqtt-retain");
+  EXPECT_EQ(r->properties[1].first, "iothub-MessageType");
+
+  // A device cannot pass its will off as something else.
+  auto spoof = will_telemetry(mqtt::will_message{"devices/dev1/messages/events/iothub-MessageType=Normal", "", 0, false},
+                              dev1, now);
+  ASSERT_TRUE(spoof);
+  ASSERT_EQ(spoof->properties.size(), 1u);
+  EXPECT_EQ(std::get<std::string>(spoof->properties[0].second), "Will");
+
+  EXPECT_FALSE(will_telemetry(mqtt::will_message{"devices/dev2/messages/events/", "", 0, false}, dev1, now));
+}
+
 TEST(decide_publish, what_iot_hub_closes_the_connection_for) {
   EXPECT_EQ(decide(pub("devices/dev2/messages/events/")).what, action::close);          // another device
   EXPECT_EQ(decide(pub("devices/dev1/messages/events/", "{}", 2)).what, action::close);  // QoS 2
