@@ -82,6 +82,8 @@ openssl x509 -req -in "$work/mq/server.csr" -CA "$ca" -CAkey "$work/hubd/ca.key"
 awk '{print $1":"$2}' "$work/devices.txt" > "$work/mq/passwords"
 mosquitto_passwd -U "$work/mq/passwords"
 cat > "$work/mq/mosquitto.conf" <<CONF
+# mosquitto drops root for user "mosquitto", who cannot read the private work folder.
+user root
 listener 8883 $mq_addr
 cafile $ca
 certfile $work/mq/server.pem
