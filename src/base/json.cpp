@@ -19,6 +19,42 @@ result<bj::value> parse(std::string_view text, parse_limits limits) {
 
 std::string serialize(const bj::value& v) { return bj::serialize(v); }
 
+namespace {
+void pretty_into(std::string& out, const bj::value& v, int indent, int step) {
+  const std::string pad(static_cast<std::size_t>(indent + step), ' ');
+  const std::string close(static_cast<std::size_t>(indent), ' ');
+  if (const auto* o = v.if_object(); o != nullptr && !o->empty()) {
+    out += "{\n";
+    bool first = true;
+    for (const auto& kv : *o) {
+      if (!first) out += ",\n";
+      first = false;
+      out += pad + bj::serialize(bj::string(kv.key())) + ": ";
+      pretty_into(out, kv.value(), indent + step, step);
+    }
+    out += "\n" + close + "}";
+    return;
+  }
+  if (const auto* a = v.if_array(); a != nullptr && !a->empty()) {
+    out += "[\n";
+    for (std::size_t i = 0; i < a->size(); ++i) {
+      if (i) out += ",\n";
+      out += pad;
+      pretty_into(out, (*a)[i], indent + step, step);
+    }
+    out += "\n" + close + "]";
+    return;
+  }
+  out += bj::serialize(v);  // scalars, {} and []
+}
+}  // namespace
+
+std::string pretty(const bj::value& v, int step) {
+  std::string out;
+  pretty_into(out, v, 0, step);
+  return out;
+}
+
 const bj::value* find(const bj::object& o, std::string_view key) { return o.if_contains(key); }
 
 std::optional<std::string> get_string(const bj::object& o, std::string_view key) {

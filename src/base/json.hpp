@@ -21,6 +21,8 @@ struct parse_limits {
 result<bj::value> parse(std::string_view text, parse_limits limits = {});
 
 std::string serialize(const bj::value& v);
+// Indented text, `step` spaces per level (Boost.JSON 1.81 writes only compact text).
+std::string pretty(const bj::value& v, int step = 2);
 
 // Field access that never throws: nullptr / nullopt when absent or of another type.
 const bj::value* find(const bj::object& o, std::string_view key);

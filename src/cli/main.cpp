@@ -186,50 +186,7 @@ class rest_api {
 
 std::string device_path(std::string_view id) { return "/devices/" + text::url_encode(id); }
 
-// Two-space indented JSON: Boost.JSON 1.81 only writes compact text.
-void pretty(std::string& out, const bj::value& v, int indent) {
-  const std::string pad(static_cast<std::size_t>(indent + 2), ' ');
-  const std::string close(static_cast<std::size_t>(indent), ' ');
-  if (v.is_object()) {
-    const auto& o = v.as_object();
-    if (o.empty()) {
-      out += "{}";
-      return;
-    }
-    out += "{\n";
-    bool first = true;
-    for (const auto& kv : o) {
-      if (!first) out += ",\n";
-      first = false;
-      out += pad + bj::serialize(bj::string(kv.key())) + ": ";
-      pretty(out, kv.value(), indent + 2);
-    }
-    out += "\n" + close + "}";
-    return;
-  }
-  if (v.is_array()) {
-    const auto& a = v.as_array();
-    if (a.empty()) {
-      out += "[]";
-      return;
-    }
-    out += "[\n";
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      if (i) out += ",\n";
-      out += pad;
-      pretty(out, a[i], indent + 2);
-    }
-    out += "\n" + close + "]";
-    return;
-  }
-  out += bj::serialize(v);
-}
-
-void print_json(const bj::value& v) {
-  std::string out;
-  pretty(out, v, 0);
-  fmt::print("{}\n", out);
-}
+void print_json(const bj::value& v) { fmt::print("{}\n", json::pretty(v, 2)); }
 
 std::string string_field(const bj::value& v, std::string_view key) {
   if (!v.is_object()) return {};

@@ -117,46 +117,6 @@ std::pair<bj::value, bool> body_value(const event& e) {
   return {bj::string(crypto::base64_encode(e.body)), true};
 }
 
-// Indented JSON like Python's json.dumps(indent=4), which az uses. Boost.JSON 1.81 writes only
-// compact text.
-void pretty(std::string& out, const bj::value& v, int indent) {
-  const std::string pad(static_cast<std::size_t>(indent + 4), ' ');
-  const std::string close(static_cast<std::size_t>(indent), ' ');
-  if (v.is_object()) {
-    const auto& o = v.as_object();
-    if (o.empty()) {
-      out += "{}";
-      return;
-    }
-    out += "{\n";
-    bool first = true;
-    for (const auto& kv : o) {
-      if (!first) out += ",\n";
-      first = false;
-      out += pad + bj::serialize(bj::string(kv.key())) + ": ";
-      pretty(out, kv.value(), indent + 4);
-    }
-    out += "\n" + close + "}";
-    return;
-  }
-  if (v.is_array()) {
-    const auto& a = v.as_array();
-    if (a.empty()) {
-      out += "[]";
-      return;
-    }
-    out += "[\n";
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      if (i) out += ",\n";
-      out += pad;
-      pretty(out, a[i], indent + 4);
-    }
-    out += "\n" + close + "]";
-    return;
-  }
-  out += bj::serialize(v);
-}
-
 std::string string_property(const event& e, std::string_view name) {
   const auto* v = find(e.system_properties, name);
   const auto* s = v ? std::get_if<std::string>(v) : nullptr;
@@ -351,10 +311,8 @@ std::string to_human(const event& e) {
   if (base64) ev["payloadEncoding"] = "base64";
   ev["annotations"] = to_json(annotations);
   ev["properties"] = bj::object{{"system", to_json(system)}, {"application", to_json(e.properties)}};
-  std::string out;
-  pretty(out, bj::object{{"event", std::move(ev)}}, 0);
-  out += "\n";
-  return out;
+  // Indented like Python's json.dumps(indent=4), which az uses.
+  return json::pretty(bj::object{{"event", std::move(ev)}}, 4) + "\n";
 }
 
 result<std::unique_ptr<source>> open_log_source(const std::string& events_dir, start_at from,

@@ -243,3 +243,11 @@ TEST(error, names_and_numbers_are_iot_hubs) {
 
 }  // namespace
 }  // namespace hub
+
+TEST(json, pretty_indents_objects_and_arrays_and_keeps_empty_ones_compact) {
+  const auto v = hub::json::parse(R"({"a":[1,{"b":"x"}],"e":{},"f":[]})");
+  ASSERT_TRUE(v.has_value());
+  EXPECT_EQ(hub::json::pretty(*v, 2),
+            "{\n  \"a\": [\n    1,\n    {\n      \"b\": \"x\"\n    }\n  ],\n  \"e\": {},\n  \"f\": []\n}");
+  EXPECT_EQ(hub::json::pretty(*v, 4).substr(0, 12), "{\n    \"a\": [");
+}
