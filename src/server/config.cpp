@@ -120,6 +120,16 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
       ->type_name("N")
       ->capture_default_str()
       ->check(CLI::Range(1, 128));
+  app.add_option("--consumer-group", cfg.consumer_groups,
+                 "A consumer group of the Event Hubs-compatible endpoint besides $Default (repeat for\n"
+                 "more; names compare case-insensitively). Receivers naming another group are refused")
+      ->type_name("NAME")
+      ->check([](const std::string& v) {
+        const bool ok = !v.empty() && v.size() <= 50 &&
+                        v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._$") ==
+                            std::string::npos;
+        return ok ? std::string{} : std::string("not a consumer group name (1-50 of A-Z a-z 0-9 - . _ $): ") + v;
+      });
   app.add_option("--retention", retention,
                  "How long telemetry stays in the event log: 90m, 24h, 7d (whole segments are\n"
                  "deleted once their newest message is older)")

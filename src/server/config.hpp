@@ -25,6 +25,7 @@ struct config {
   std::string log_level = "info";
   bool init_only = false;               // --init: create the data folder, print it, exit
   std::uint32_t partitions = 4;         // event log (telemetry) partitions; fixed once the log exists
+  std::vector<std::string> consumer_groups;  // Event Hubs-compatible endpoint, besides $Default
   std::chrono::seconds retention{std::chrono::hours(24)};  // how long telemetry stays readable
 };
 

@@ -174,6 +174,7 @@ int run(const config& cfg) {
   const mqtt_head::services mqtt{auth, connections, telemetry, mqtt_sessions, clk, x509};
   // The Event Hubs-compatible endpoint reads the same log; its receivers wait on this watch.
   amqp_head::partition_watch event_watch(**events);
+  event_watch.set_consumer_groups(cfg.consumer_groups);
   const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch, &certs};
   http::router router(http::services{registry, auth, clk, certs, &connections});
   retention_keeper retention(**events, clk);

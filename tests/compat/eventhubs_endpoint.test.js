@@ -81,7 +81,7 @@ describe('Event Hubs-compatible endpoint', () => {
   }
 
   before(async () => {
-    hub = await startHub({ name: 'eventhubs' });
+    hub = await startHub({ name: 'eventhubs', args: ['--consumer-group', 'Analytics'] });
     registry = Registry.fromConnectionString(hub.connectionString);
     deviceId = `eh-dev-${pid}`;
     const { responseBody: dev } = await registry.create({ deviceId });
@@ -166,6 +166,71 @@ describe('Event Hubs-compatible endpoint', () => {
                                      (evs) => evs.some((e) => e.messageId === second));
     assert.equal(events[0].messageId, second, 'exclusive: the next event first');
   });
+
+  it('epoch receivers: a higher ownerLevel displaces, a lower one and a non-epoch one are refused',
+     { timeout: 90_000 }, async () => {
+       const partition = '1';
+       const clients = [1, 2, 3, 4].map(() => new EventHubConsumerClient('$Default', eventHubsConnectionString()));
+       const errs = clients.map(() => []);
+       const subs = [];
+       const start = (i, ownerLevel) => {
+         const opts = { startPosition: latestEventPosition, maxWaitTimeInSeconds: 1 };
+         if (ownerLevel !== undefined) opts.ownerLevel = ownerLevel;
+         subs.push(clients[i].subscribe(partition, {
+           processEvents: async () => {},
+           processError: async (err) => { errs[i].push(err); },
+         }, opts));
+       };
+       const waitFor = async (cond, what) => {
+         const deadline = Date.now() + 20_000;
+         while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+         assert.ok(cond(), what);
+       };
+       const disconnected = (i) => errs[i].some((e) => e.code === 'ReceiverDisconnectedError' ||
+                                                      e.name === 'ReceiverDisconnectedError');
+       try {
+         start(0, 1);
+         await new Promise((r) => setTimeout(r, 2000));  // let it attach
+         assert.deepEqual(errs[0], []);
+         start(1, 2);
+         await waitFor(() => disconnected(0), `the epoch 1 receiver is displaced: ${errs[0].map((e) => e.code)}`);
+         assert.match(errs[0].find((e) => e.code === 'ReceiverDisconnectedError').message, /higher epoch/);
+         start(2, 1);
+         await waitFor(() => disconnected(2), `a lower epoch is refused: ${errs[2].map((e) => e.code)}`);
+         start(3);
+         await waitFor(() => disconnected(3), `a non-epoch receiver is refused: ${errs[3].map((e) => e.code)}`);
+         assert.deepEqual(errs[1], [], 'the epoch 2 receiver keeps the partition');
+       } finally {
+         await Promise.all(subs.map((s) => s.close().catch(() => {})));
+         await Promise.all(clients.map((c) => c.close().catch(() => {})));
+       }
+     });
+
+  it('consumer groups: each configured group sees every event, an unknown one is not found',
+     { timeout: 90_000 }, async () => {
+       const ids = [];
+       for (let i = 0; i < 3; i++) ids.push(await send({ cg: i }));
+       const partition = await partitionOfDevice();
+       const other = new EventHubConsumerClient('analytics', eventHubsConnectionString());  // case-insensitive
+       const unknown = new EventHubConsumerClient('nosuchgroup', eventHubsConnectionString(),
+                                                  { retryOptions: { maxRetries: 0, timeoutInMs: 10_000 } });
+       try {
+         const all = (evs) => ids.every((id) => evs.some((e) => e.messageId === id));
+         const [a, b] = await Promise.all([collect(consumer, partition, earliestEventPosition, all),
+                                           collect(other, partition, earliestEventPosition, all)]);
+         assert.deepEqual(a.errors.map((e) => e.message), []);
+         assert.deepEqual(b.errors.map((e) => e.message), []);
+         assert.ok(all(a.events), '$Default sees every event');
+         assert.ok(all(b.events), 'Analytics sees every event');
+         const u = await collect(unknown, partition, earliestEventPosition, () => false, 5_000);
+         assert.equal(u.events.length, 0);
+         assert.ok(u.errors.some((e) => e.code === 'MessagingEntityNotFoundError'),
+                   `an unknown group is not found: ${u.errors.map((e) => `${e.code}: ${e.message}`)}`);
+       } finally {
+         await other.close().catch(() => {});
+         await unknown.close().catch(() => {});
+       }
+     });
 
   it('a wrong key is refused', { timeout: 60_000 }, async () => {
     const bad = new EventHubConsumerClient('$Default',

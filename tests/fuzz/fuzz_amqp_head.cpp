@@ -43,6 +43,11 @@ void answer(connection& c, std::vector<work>& w) {
       c.partition_info_ready(p->ticket, storage::partition_stats{}, more);
     } else if (auto* x = std::get_if<check_certificate_work>(&w[i])) {
       c.certificate_checked(x->ticket, make_error(errc::unauthorized, "no"), more);
+    } else if (auto* cl = std::get_if<claim_partition_work>(&w[i])) {
+      // Every other claim refused, so both paths run.
+      std::optional<partition_watch::refusal> no;
+      if (cl->link % 2 == 0) no = partition_watch::refusal{"amqp:link:stolen", "a receiver with a higher epoch holds it"};
+      c.partition_claimed(cl->link, no, more);
     }
     for (auto& m : more) w.push_back(std::move(m));
   }

@@ -4,6 +4,10 @@
 
 #include "domain/auth/sas.hpp"
 
+#include <proton/error.hpp>
+#include <proton/types.hpp>
+#include <proton/value.hpp>
+
 #include <algorithm>
 #include <limits>
 
@@ -26,6 +30,26 @@ std::string identity_text(const std::string& device_id, const std::string& modul
 }
 
 std::string key_of(const std::string& device_id, const std::string& module_id) { return device_id + "/" + module_id; }
+
+// The attach's com.microsoft:epoch (an AMQP long; any integer is taken). Nothing when absent;
+// false when present but not an integer.
+bool read_epoch(const std::map<proton::symbol, proton::value>& props, std::optional<std::int64_t>& epoch) {
+  auto it = props.find(proton::symbol("com.microsoft:epoch"));
+  if (it == props.end() || it->second.empty()) return true;
+  try {
+    switch (it->second.type()) {
+      case proton::LONG: epoch = proton::get<std::int64_t>(it->second); return true;
+      case proton::INT: epoch = proton::get<std::int32_t>(it->second); return true;
+      case proton::SHORT: epoch = proton::get<std::int16_t>(it->second); return true;
+      case proton::BYTE: epoch = proton::get<std::int8_t>(it->second); return true;
+      case proton::ULONG: epoch = static_cast<std::int64_t>(proton::get<std::uint64_t>(it->second)); return true;
+      case proton::UINT: epoch = proton::get<std::uint32_t>(it->second); return true;
+      default: return false;
+    }
+  } catch (const proton::error&) {
+    return false;
+  }
+}
 
 std::optional<std::uint32_t> text_to_partition(const std::string& text) {
   if (text.empty() || text.size() > 6 || text.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
@@ -96,6 +120,8 @@ void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out
                        const link_state s = std::move(it->second);
                        links_.erase(it);
                        if (e.error) log_->debug("{}: link closed: {}", log_id_, e.error.what());
+                       if (s.kind == link_kind::partition)
+                         out.push_back(release_partition_work{e.link, s.partition, s.consumer_group});
                        link_gone(s, e.by_peer ? "link closed by the client" : "link closed", out);
                      },
                      [&](amqp::message_received& e) { on_message(e, out); },
@@ -170,7 +196,7 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
   }
   if (opts_.event_hub_partitions > 0 &&
       (address == "$management" || (!e.we_receive && parse_partition_address(e.source)))) {
-    on_event_hubs_link(e);
+    on_event_hubs_link(e, out);
     return;
   }
   const bool known = addr.what != link_address::kind::unknown;
@@ -373,7 +399,7 @@ bool connection::event_hubs_granted(const std::string& entity_path) const {
   return false;
 }
 
-void connection::on_event_hubs_link(amqp::link_requested& e) {
+void connection::on_event_hubs_link(amqp::link_requested& e, std::vector<work>& out) {
   const bool management = (e.we_receive ? e.target : e.source) == "$management";
   if (management) {
     if (!event_hubs_granted({})) {
@@ -405,14 +431,50 @@ void connection::on_event_hubs_link(amqp::link_requested& e) {
     driver_.refuse_link(e.link, amqp::condition("com.microsoft:argument-error", "The receiver's selector filter is not understood"));
     return;
   }
+  std::optional<std::int64_t> epoch;
+  if (!read_epoch(e.properties, epoch)) {
+    driver_.refuse_link(e.link, amqp::condition("com.microsoft:argument-error", "com.microsoft:epoch must be an AMQP long"));
+    return;
+  }
   link_state s;
   s.kind = link_kind::partition;
   s.name = e.name;
   s.partition = addr->partition;
   s.start = *pos;
+  s.consumer_group = addr->consumer_group;
+  s.epoch = epoch;
+  s.claiming = true;
   links_.emplace(e.link, std::move(s));
-  log_->debug("{}: Event Hubs receiver on partition {} attached", log_id_, addr->partition);
+  log_->debug("{}: Event Hubs receiver on partition {} ({}{}) attached", log_id_, addr->partition, addr->consumer_group,
+              epoch ? ", epoch " + std::to_string(*epoch) : std::string());
   driver_.accept_link(e.link);
+  out.push_back(claim_partition_work{e.link, addr->partition, addr->consumer_group, epoch});
+}
+
+void connection::partition_claimed(amqp::link_id link, const std::optional<partition_watch::refusal>& refusal,
+                                   std::vector<work>& out) {
+  auto it = links_.find(link);
+  if (it == links_.end() || it->second.kind != link_kind::partition) return;
+  if (refusal) {
+    log_->info("{}: receiver on partition {} refused: {}", log_id_, it->second.partition, refusal->description);
+    driver_.close_link(link, amqp::condition(refusal->condition, refusal->description));
+    links_.erase(it);
+  } else {
+    it->second.claiming = false;
+    pump_partition(link, out);
+  }
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::partition_stolen(amqp::link_id link, const std::string& reason, std::vector<work>& out) {
+  auto it = links_.find(link);
+  if (it == links_.end() || it->second.kind != link_kind::partition) return;
+  log_->info("{}: receiver on partition {} displaced: {}", log_id_, it->second.partition, reason);
+  driver_.close_link(link, amqp::condition("amqp:link:stolen", reason));
+  links_.erase(it);
+  driver_.poll(events_);
+  handle(events_, out);
 }
 
 void connection::on_management_request(amqp::message_received& e, std::vector<work>& out) {
@@ -457,7 +519,7 @@ void connection::pump_partition(amqp::link_id link, std::vector<work>& out) {
   auto it = links_.find(link);
   if (it == links_.end() || it->second.kind != link_kind::partition) return;
   link_state& s = it->second;
-  if (s.reading || s.waiting) return;
+  if (s.reading || s.waiting || s.claiming) return;
   const int credit = driver_.credit(link);
   if (credit <= 0) return;
   const std::uint64_t ticket = ++next_ticket_;
@@ -484,6 +546,7 @@ void connection::events_ready(std::uint64_t ticket, result<events_read> r, std::
   if (!r) {
     log_->info("{}: reading partition {} failed: {}", log_id_, s.partition, r.error().message);
     driver_.close_link(link, condition_for(r.error()));
+    out.push_back(release_partition_work{link, s.partition, s.consumer_group});
     links_.erase(it);
     return;
   }

@@ -15,6 +15,9 @@
 //   partition_info    -> event_log::stats(), then partition_info_ready()
 //   check_certificate -> certificates::service::authenticate_device() with the TLS client
 //                        certificate (pool), then certificate_checked()
+//   claim_partition   -> partition_watch::claim() (epoch rules), then partition_claimed(); a
+//                        receiver displaced later is ended by partition_stolen()
+//   release_partition -> partition_watch::release(); no answer
 // X.509 devices put no token: when the client presented a certificate, a device link for an
 // identity without a grant waits, unanswered, for the certificate check, as IoT Hub does.
 // The Event Hubs-compatible endpoint (service.md §7) is served on the same connections: CBS
@@ -33,6 +36,7 @@
 #include "heads/amqp/addresses.hpp"
 #include "heads/amqp/event_hubs.hpp"
 #include "heads/amqp/grants.hpp"
+#include "heads/amqp/partition_watch.hpp"
 #include "storage/event_log.hpp"
 
 #include <proton/message_id.hpp>
@@ -89,8 +93,22 @@ struct check_certificate_work {
   std::uint64_t ticket = 0;
   connections::identity who;
 };
+// An Event Hubs receiver asks to read `partition` for `consumer_group` (with its epoch, if any).
+// It reads nothing until partition_claimed() says it may.
+struct claim_partition_work {
+  amqp::link_id link = 0;
+  std::uint32_t partition = 0;
+  std::string consumer_group;
+  std::optional<std::int64_t> epoch;
+};
+struct release_partition_work {
+  amqp::link_id link = 0;
+  std::uint32_t partition = 0;
+  std::string consumer_group;
+};
 using work = std::variant<check_token_work, append_telemetry_work, attach_identity_work, detach_identity_work,
-                          read_events_work, wait_events_work, partition_info_work, check_certificate_work>;
+                          read_events_work, wait_events_work, partition_info_work, check_certificate_work,
+                          claim_partition_work, release_partition_work>;
 
 // What a read_events found: the records, and the sequence number to read from next.
 struct events_read {
@@ -140,6 +158,12 @@ class connection {
   void events_ready(std::uint64_t ticket, result<events_read> r, std::vector<work>& out);
   // New events are durable in the partition a receiver on `link` waited on.
   void partition_data(amqp::link_id link, std::vector<work>& out);
+  // The answer to claim_partition: nothing = the receiver reads; else it is detached with the
+  // refusal's condition (amqp:link:stolen, amqp:not-found).
+  void partition_claimed(amqp::link_id link, const std::optional<partition_watch::refusal>& refusal,
+                         std::vector<work>& out);
+  // A receiver with a higher epoch took the partition: this receiver is detached (amqp:link:stolen).
+  void partition_stolen(amqp::link_id link, const std::string& reason, std::vector<work>& out);
   void partition_info_ready(std::uint64_t ticket, result<storage::partition_stats> r, std::vector<work>& out);
   // The connection table replaced (or dropped) the identity: its links here are closed.
   void drop_identity(const connections::identity& who, const std::string& reason, std::vector<work>& out);
@@ -174,6 +198,9 @@ class connection {
     std::int64_t next_sequence = 0;
     bool reading = false;                  // a read_events is out
     bool waiting = false;                  // caught up: a wait_events is out
+    std::string consumer_group;
+    std::optional<std::int64_t> epoch;     // com.microsoft:epoch of the attach
+    bool claiming = false;                 // a claim_partition is out: nothing is read yet
   };
   struct pending_token {
     proton::message_id request_id;
@@ -210,7 +237,7 @@ class connection {
   void reply(link_kind kind, const std::string& reply_to, proton::message m);
   void on_management_request(amqp::message_received& e, std::vector<work>& out);
   void pump_partition(amqp::link_id link, std::vector<work>& out);
-  void on_event_hubs_link(amqp::link_requested& e);
+  void on_event_hubs_link(amqp::link_requested& e, std::vector<work>& out);
   // True when a live Event Hubs grant covers `entity_path` ("<hub>/ConsumerGroups/..."), or any
   // Event Hubs grant when it is empty.
   bool event_hubs_granted(const std::string& entity_path) const;

@@ -11,8 +11,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace hub::amqp_head {
@@ -34,6 +38,32 @@ class partition_watch {
 
   std::size_t waiting() const;
 
+  // Which receivers read a partition for a consumer group, with Event Hubs' epoch (owner level)
+  // rules: a receiver with epoch E displaces every receiver of that partition and group whose
+  // epoch is <= E or that has none; it is refused while one with a higher epoch holds it; a
+  // receiver without epoch is refused while any epoch receiver holds it.
+  struct holder {
+    const void* conn = nullptr;  // with `link`: names the receiver for release()
+    std::uint64_t link = 0;
+    std::weak_ptr<void> owner;   // gone: the holder no longer counts
+    std::optional<std::int64_t> epoch;
+    std::function<void(std::string reason)> displace;  // called (outside the lock) when displaced
+  };
+  // Why a receiver may not read: amqp:link:stolen (epochs) or amqp:not-found (no such group).
+  struct refusal {
+    std::string condition;
+    std::string description;
+  };
+  // Nothing when the receiver may read. `group`: the consumer group as the client named it
+  // (compared case-insensitively).
+  std::optional<refusal> claim(std::uint32_t partition, const std::string& group, holder h);
+  // The consumer groups receivers may name besides $Default (case-insensitive). Set before
+  // the listeners start.
+  void set_consumer_groups(const std::vector<std::string>& groups);
+  bool has_consumer_group(const std::string& group) const;
+  void release(std::uint32_t partition, const std::string& group, const void* conn, std::uint64_t link);
+  std::size_t holders(std::uint32_t partition, const std::string& group) const;
+
  private:
   struct waiter {
     std::int64_t next_sequence = 0;
@@ -48,6 +78,9 @@ class partition_watch {
   storage::event_log& log_;
   mutable std::mutex mutex_;
   std::vector<slot> slots_;
+  mutable std::mutex owners_mutex_;
+  std::map<std::pair<std::uint32_t, std::string>, std::vector<holder>> owners_;  // by partition, lower-case group
+  std::vector<std::string> groups_{"$default"};  // lower case
 };
 
 }  // namespace hub::amqp_head

@@ -366,6 +366,35 @@ void live::run(std::vector<work>& items) {
                        });
                      });
                    },
+                   [&](claim_partition_work& c) {
+                     // A mutex and a few comparisons: on this thread. Receivers it displaces are
+                     // ended on their own connections' threads.
+                     std::optional<partition_watch::refusal> refusal;
+                     if (ctx_.svc.watch != nullptr) {
+                       partition_watch::holder h;
+                       h.conn = this;
+                       h.link = c.link;
+                       h.owner = weak_from_this();
+                       h.epoch = c.epoch;
+                       h.displace = [self = weak_from_this(), ex = ex_, link = c.link](std::string reason) {
+                         asio::post(ex, [self, link, reason = std::move(reason)] {
+                           auto s = self.lock();
+                           if (!s || s->closed_) return;
+                           std::vector<work> more;
+                           s->conn_.partition_stolen(link, reason, more);
+                           s->run(more);
+                           s->kick();
+                         });
+                       };
+                       refusal = ctx_.svc.watch->claim(c.partition, c.consumer_group, std::move(h));
+                     }
+                     std::vector<work> more;
+                     conn_.partition_claimed(c.link, refusal, more);
+                     run(more);
+                   },
+                   [&](release_partition_work& r) {
+                     if (ctx_.svc.watch != nullptr) ctx_.svc.watch->release(r.partition, r.consumer_group, this, r.link);
+                   },
                    [&](partition_info_work& p) {
                      asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, p]() {
                        result<storage::partition_stats> st = svc->telemetry.log().stats(p.partition);

@@ -201,6 +201,16 @@ class event_hubs_session : public ::testing::Test {
         });
       } else if (auto* p = std::get_if<partition_info_work>(&w[i])) {
         conn_->partition_info_ready(p->ticket, log_->stats(p->partition), more);
+      } else if (auto* c = std::get_if<claim_partition_work>(&w[i])) {
+        partition_watch::holder h;
+        h.conn = conn_.get();
+        h.link = c->link;
+        h.owner = owner_;
+        h.epoch = c->epoch;
+        h.displace = [this, link = c->link](std::string reason) { stolen_.emplace_back(link, std::move(reason)); };
+        conn_->partition_claimed(c->link, watch_->claim(c->partition, c->consumer_group, std::move(h)), more);
+      } else if (auto* rl = std::get_if<release_partition_work>(&w[i])) {
+        watch_->release(rl->partition, rl->consumer_group, conn_.get(), rl->link);
       }
       for (auto& m : more) w.push_back(std::move(m));
     }
@@ -311,6 +321,7 @@ class event_hubs_session : public ::testing::Test {
   amqp::link_id cbs_out_ = 0, mgmt_out_ = 0;
   std::shared_ptr<int> owner_ = std::make_shared<int>(0);
   std::mutex woken_mutex_;
+  std::vector<std::pair<amqp::link_id, std::string>> stolen_;  // displaced receivers
   std::vector<amqp::link_id> woken_;
   int n_ = 0;
 };
@@ -407,6 +418,106 @@ TEST_F(event_hubs_session, receivers_need_a_token_for_their_partition) {
   closed = client_got<amqp::link_closed>();
   ASSERT_EQ(closed.size(), 1u);
   EXPECT_EQ(closed[0].error.name(), "amqp:not-found");
+}
+
+TEST_F(event_hubs_session, epoch_receivers_displace_and_refuse) {
+  append("dev1", "one");
+  const std::uint32_t p = telemetry_->partition_for("dev1");
+  open_cbs();
+  ASSERT_EQ(put_token("sb://myhub.example/myhub", eh_token("sb://myhub.example/myhub")), 200);
+  const std::string source = "myhub/ConsumerGroups/$Default/Partitions/" + std::to_string(p);
+  const auto epoch = [](std::int64_t e) {
+    return std::map<proton::symbol, proton::value>{{proton::symbol("com.microsoft:epoch"), proton::value(e)}};
+  };
+  const auto start = std::map<proton::symbol, proton::value>{
+      {proton::symbol("apache.org:selector-filter:string"), selector("amqp.annotation.x-opt-offset > '-1'")}};
+  client_->open_receiver(source, 10, epoch(1), "r1", start);
+  pump();
+  EXPECT_EQ(client_got<amqp::message_received>().size(), 1u) << "epoch 1 reads";
+  EXPECT_EQ(watch_->holders(p, "$default"), 1u);
+  // A higher epoch, group named in another case: the first is displaced.
+  client_->open_receiver("myhub/ConsumerGroups/$DEFAULT/Partitions/" + std::to_string(p), 10, epoch(2), "r2", start);
+  pump();
+  ASSERT_EQ(stolen_.size(), 1u);
+  EXPECT_NE(stolen_[0].second.find("higher epoch"), std::string::npos);
+  {
+    std::vector<work> w;
+    conn_->partition_stolen(stolen_[0].first, stolen_[0].second, w);
+    run(w);
+    pump();
+  }
+  auto closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:link:stolen");
+  EXPECT_EQ(client_got<amqp::message_received>().size(), 1u) << "epoch 2 reads";
+  // A lower epoch and a receiver without one are refused.
+  client_->open_receiver(source, 10, epoch(1), "r3", start);
+  pump();
+  closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:link:stolen");
+  client_->open_receiver(source, 10, {}, "r4", start);
+  pump();
+  closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:link:stolen");
+  EXPECT_TRUE(client_got<amqp::message_received>().empty());
+  EXPECT_EQ(watch_->holders(p, "$Default"), 1u);
+  // An unknown consumer group is not found; a configured one is another owner.
+  client_->open_receiver("myhub/ConsumerGroups/other/Partitions/" + std::to_string(p), 10, {}, "r5", start);
+  pump();
+  closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:not-found");
+  watch_->set_consumer_groups({"Other"});
+  client_->open_receiver("myhub/ConsumerGroups/other/Partitions/" + std::to_string(p), 10, {}, "r6", start);
+  pump();
+  EXPECT_TRUE(client_got<amqp::link_closed>().empty());
+  EXPECT_EQ(client_got<amqp::message_received>().size(), 1u);
+}
+
+TEST(partition_watch_test, epoch_rules) {
+  const auto dir = std::filesystem::temp_directory_path() / ("amqp-owners-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  storage::log_options o;
+  o.dir = dir.string();
+  o.partitions = 2;
+  o.sync = false;
+  auto log = std::move(storage::event_log::open(o).value());
+  {
+    partition_watch watch(*log);
+    auto a = std::make_shared<int>(0), b = std::make_shared<int>(0), c = std::make_shared<int>(0);
+    std::vector<std::string> displaced;
+    const auto h = [&](std::shared_ptr<int>& o, std::uint64_t link, std::optional<std::int64_t> e) {
+      partition_watch::holder x;
+      x.conn = o.get();
+      x.link = link;
+      x.owner = o;
+      x.epoch = e;
+      x.displace = [&displaced](std::string r) { displaced.push_back(std::move(r)); };
+      return x;
+    };
+    EXPECT_FALSE(watch.claim(0, "$Default", h(a, 1, std::nullopt)));
+    EXPECT_FALSE(watch.claim(0, "$Default", h(b, 1, std::nullopt))) << "non-epoch receivers share";
+    EXPECT_FALSE(watch.claim(0, "$default", h(c, 1, 5)));
+    EXPECT_EQ(displaced.size(), 2u);
+    EXPECT_TRUE(watch.claim(0, "$Default", h(a, 2, 4)));
+    EXPECT_TRUE(watch.claim(0, "$Default", h(a, 3, std::nullopt)));
+    EXPECT_FALSE(watch.claim(1, "$Default", h(a, 4, std::nullopt))) << "another partition";
+    EXPECT_FALSE(watch.claim(0, "$Default", h(b, 2, 5))) << "an equal epoch displaces";
+    EXPECT_EQ(displaced.size(), 3u);
+    watch.release(0, "$DEFAULT", b.get(), 2);
+    EXPECT_EQ(watch.holders(0, "$Default"), 0u);
+    EXPECT_FALSE(watch.claim(0, "$Default", h(a, 5, std::nullopt))) << "free again";
+    a.reset();
+    EXPECT_EQ(watch.holders(0, "$Default"), 0u) << "a gone owner no longer holds";
+    EXPECT_EQ(watch.claim(0, "nope", h(b, 9, std::nullopt)).value_or(partition_watch::refusal{}).condition,
+              "amqp:not-found");
+    watch.set_consumer_groups({"NoPe"});
+    EXPECT_FALSE(watch.claim(0, "nope", h(b, 9, std::nullopt)));
+  }
+  log.reset();
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(event_hubs_session, a_token_for_another_host_is_refused) {
