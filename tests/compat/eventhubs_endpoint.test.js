@@ -167,6 +167,34 @@ describe('Event Hubs-compatible endpoint', () => {
     assert.equal(events[0].messageId, second, 'exclusive: the next event first');
   });
 
+  it('offset (exclusive, inclusive), sequence number (inclusive) and enqueued-time positions', { timeout: 120_000 },
+     async () => {
+       const ids = [];
+       for (let i = 0; i < 5; i++) {
+         ids.push(await send({ pos: i }));
+         await new Promise((r) => setTimeout(r, 30));  // distinct enqueued times
+       }
+       const partition = await partitionOfDevice();
+       const last = (evs) => evs.some((e) => e.messageId === ids[4]);
+       const all = await collect(consumer, partition, earliestEventPosition, last);
+       const mine = ids.map((id) => all.events.find((e) => e.messageId === id));
+       assert.ok(mine.every(Boolean), 'all five from the earliest position');
+       const e2 = mine[2];
+       const read = async (position) => {
+         const { events, errors } = await collect(consumer, partition, position, last);
+         assert.deepEqual(errors.map((e) => e.message), []);
+         return events.map((e) => e.messageId);
+       };
+       assert.deepEqual(await read({ offset: e2.offset }), ids.slice(3), 'offset, exclusive');
+       assert.deepEqual(await read({ offset: e2.offset, isInclusive: true }), ids.slice(2), 'offset, inclusive');
+       assert.deepEqual(await read({ sequenceNumber: e2.sequenceNumber, isInclusive: true }), ids.slice(2),
+                        'sequence number, inclusive');
+       assert.deepEqual(await read({ enqueuedOn: e2.enqueuedTimeUtc }), ids.slice(3), 'enqueued after e2');
+       assert.deepEqual(await read({ enqueuedOn: new Date(e2.enqueuedTimeUtc.getTime() - 1) }), ids.slice(2),
+                        'enqueued after just before e2');
+       for (let i = 1; i < 5; i++) assert.ok(mine[i].sequenceNumber > mine[i - 1].sequenceNumber, 'in partition order');
+     });
+
   it('epoch receivers: a higher ownerLevel displaces, a lower one and a non-epoch one are refused',
      { timeout: 90_000 }, async () => {
        const partition = '1';
