@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -316,9 +317,26 @@ int cmd_generate_sas_token(const global_options& g, const sas_options& o) {
   return 0;
 }
 
-int cmd_connection_string(const global_options& g, const std::string& policy) {
+// The Event Hub-compatible name, as the portal shows it: the hub's name, the host name's first
+// label ("myhub" for myhub.example.com). A host given as an IP address has no name: the whole
+// address is used. The AMQP head serves any entity name; this is the one to show.
+std::string event_hub_name(const std::string& host) {
+  const bool ip = host.find_first_not_of("0123456789.") == std::string::npos || host.find(':') != std::string::npos;
+  std::string name = ip ? host : host.substr(0, host.find('.'));
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
+int cmd_connection_string(const global_options& g, const std::string& policy, bool eventhub) {
   const auth::hub_identity identity = load_identity_or_fail(g);
-  fmt::print("{}\n", auth::connection_string(identity, find_policy(identity, policy)));
+  const auth::policy& p = find_policy(identity, policy);
+  if (eventhub) {
+    // The built-in endpoint's Event Hubs-compatible connection string, as the portal shows it.
+    fmt::print("Endpoint=sb://{}/;SharedAccessKeyName={};SharedAccessKey={};EntityPath={}\n", identity.host_name, p.name,
+               p.primary_key, event_hub_name(identity.host_name));
+    return 0;
+  }
+  fmt::print("{}\n", auth::connection_string(identity, p));
   return 0;
 }
 
@@ -443,8 +461,12 @@ int run(int argc, char** argv) {
 
   std::string cs_policy = "iothubowner";
   auto* cs = app.add_subcommand("connection-string", "Print the hub's connection string for a policy (from DIR/hub.json)");
+  bool cs_eventhub = false;
   cs->add_option("--policy", cs_policy, "Shared access policy")->capture_default_str();
-  cs->callback([&] { action = [&] { return cmd_connection_string(g, cs_policy); }; });
+  cs->add_flag("--eventhub", cs_eventhub,
+               "The Event Hubs-compatible connection string of the built-in endpoint (telemetry), for\n"
+               "EventHubConsumerClient: Endpoint=sb://<host>/;...;EntityPath=<hub name>");
+  cs->callback([&] { action = [&] { return cmd_connection_string(g, cs_policy, cs_eventhub); }; });
 
   auto* ca = app.add_subcommand("ca-cert", "Print the path of the hub's CA certificate (DIR/ca.pem)");
   ca->callback([&] { action = [&] { return cmd_ca_cert(g); }; });

@@ -15,7 +15,7 @@ const { EventHubConsumerClient, earliestEventPosition, latestEventPosition } = r
 const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Amqp } = require('azure-iot-device-amqp');
-const { startHub } = require('./lib/hub');
+const { startHub, hubctl } = require('./lib/hub');
 
 const ENTITY = 'hubd-events';
 
@@ -257,6 +257,31 @@ describe('Event Hubs-compatible endpoint', () => {
        } finally {
          await other.close().catch(() => {});
          await unknown.close().catch(() => {});
+       }
+     });
+
+  it('hubctl connection-string --eventhub prints a string EventHubConsumerClient works with', { timeout: 60_000 },
+     async () => {
+       const r = await hubctl(hub, 'connection-string', '--eventhub');
+       assert.equal(r.code, 0, r.stderr);
+       const out = r.stdout.trim();
+       const key = hub.policies().find((x) => (x.name ?? x.keyName) === 'iothubowner').primaryKey;
+       assert.match(out, /^Endpoint=sb:\/\/[^/]+\/;SharedAccessKeyName=iothubowner;SharedAccessKey=[^;]+;EntityPath=[^;]+$/);
+       assert.ok(out.startsWith(`Endpoint=sb://${hub.hostName}/;`));
+       assert.ok(out.includes(`;SharedAccessKey=${key};`));
+       const entity = out.split('EntityPath=')[1];
+       const client = new EventHubConsumerClient('$Default', out);
+       try {
+         const props = await within(30_000, client.getEventHubProperties(), 'getEventHubProperties');
+         assert.equal(props.name, entity);
+         const id = await send({ via: 'printed connection string' });
+         const partition = await partitionOfDevice();
+         const { events, errors } = await collect(client, partition, earliestEventPosition,
+                                                  (evs) => evs.some((e) => e.messageId === id));
+         assert.deepEqual(errors.map((e) => e.message), []);
+         assert.ok(events.some((e) => e.messageId === id));
+       } finally {
+         await client.close().catch(() => {});
        }
      });
 
