@@ -2,6 +2,7 @@
 
 #include "heads/amqp/messages.hpp"
 
+#include "base/text.hpp"
 #include "domain/auth/sas.hpp"
 
 #include <proton/error.hpp>
@@ -199,10 +200,45 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
     on_event_hubs_link(e, out);
     return;
   }
+  if (addr.what == link_address::kind::service) {
+    on_service_link(e, address);
+    return;
+  }
   const bool known = addr.what != link_address::kind::unknown;
   log_->info("{}: link to '{}' refused: {}", log_id_, address, known ? "not served yet" : "unknown address");
   driver_.refuse_link(e.link, known ? amqp::condition("amqp:not-implemented", "The link '" + address + "' is not served yet")
                                     : amqp::condition("amqp:not-found", "No node at '" + address + "'"));
+}
+
+void connection::on_service_link(amqp::link_requested& e, const std::string& address) {
+  const bool devicebound = text::iequals(address, "/messages/devicebound");
+  if (devicebound != e.we_receive) {
+    driver_.refuse_link(e.link, amqp::condition("amqp:not-allowed", devicebound ? "Send to '" + address + "'"
+                                                                                 : "Receive from '" + address + "'"));
+    return;
+  }
+  const std::int64_t now = clock_.now_seconds();
+  const std::string* aud = nullptr;
+  for (const auto& [name, g] : grants_) {
+    if (g.who == grant::kind::hub && g.expiry > now) {
+      aud = &name;
+      break;
+    }
+  }
+  if (aud == nullptr) {
+    log_->info("{}: service link to '{}' refused: no service token on this connection", log_id_, address);
+    driver_.refuse_link(e.link, amqp::condition("amqp:unauthorized-access",
+                                                "Put a token for the hub with ServiceConnect first ($cbs)"));
+    return;
+  }
+  link_state s;
+  s.kind = devicebound ? link_kind::service_c2d : link_kind::service_receiver;
+  s.name = e.name;
+  s.target = e.target;
+  s.audience = *aud;
+  links_.emplace(e.link, std::move(s));
+  log_->debug("{}: service link to '{}' attached", log_id_, address);
+  driver_.accept_link(e.link, devicebound ? opts_.telemetry_credit : 0);
 }
 
 void connection::accept_device_link(amqp::link_id link, const std::string& name, const link_address& addr,
@@ -264,6 +300,14 @@ void connection::on_message(amqp::message_received& e, std::vector<work>& out) {
     case link_kind::cbs_requests: on_cbs_request(e, out); return;
     case link_kind::mgmt_requests: on_management_request(e, out); return;
     case link_kind::telemetry: on_telemetry(it->second, e, out); return;
+    case link_kind::service_c2d:
+      // Until cloud-to-device messaging exists: each send fails clearly (NotImplementedError).
+      log_->info("{}: cloud-to-device message rejected: not implemented yet", log_id_);
+      driver_.settle(e.delivery, amqp::outcome::rejected,
+                     amqp::condition("amqp:not-implemented", "Cloud-to-device messages are not implemented yet"));
+      driver_.grant(e.link, 1);
+      return;
+    case link_kind::service_receiver:
     case link_kind::cbs_replies:
     case link_kind::mgmt_replies:
     case link_kind::partition: break;
@@ -654,7 +698,9 @@ void connection::expire_grants(std::vector<work>& out) {
     }
     log_->info("{}: the SAS token for '{}' expired; closing the links it authorised", log_id_, g->first);
     for (auto l = links_.begin(); l != links_.end();) {
-      if (l->second.kind == link_kind::telemetry && l->second.audience == g->first) {
+      const bool authorised = l->second.kind == link_kind::telemetry || l->second.kind == link_kind::service_c2d ||
+                              l->second.kind == link_kind::service_receiver;
+      if (authorised && l->second.audience == g->first) {
         driver_.close_link(l->first, amqp::condition("amqp:unauthorized-access", "The SAS token for this link has expired"));
         const link_state s = std::move(l->second);
         l = links_.erase(l);

@@ -182,7 +182,16 @@ class connection {
   std::size_t telemetry_in_flight() const { return appends_.size(); }
 
  private:
-  enum class link_kind { cbs_requests, cbs_replies, telemetry, mgmt_requests, mgmt_replies, partition };
+  enum class link_kind {
+    cbs_requests,
+    cbs_replies,
+    telemetry,
+    mgmt_requests,
+    mgmt_replies,
+    partition,
+    service_c2d,        // the service SDK's sender to /messages/devicebound
+    service_receiver,   // its feedback and file-notification receivers (nothing to send yet)
+  };
   struct link_state {
     link_kind kind = link_kind::telemetry;
     std::string name;
@@ -238,6 +247,8 @@ class connection {
   void on_management_request(amqp::message_received& e, std::vector<work>& out);
   void pump_partition(amqp::link_id link, std::vector<work>& out);
   void on_event_hubs_link(amqp::link_requested& e, std::vector<work>& out);
+  // The service SDK's links, authorised by a live hub grant (ServiceConnect).
+  void on_service_link(amqp::link_requested& e, const std::string& address);
   // True when a live Event Hubs grant covers `entity_path` ("<hub>/ConsumerGroups/..."), or any
   // Event Hubs grant when it is empty.
   bool event_hubs_granted(const std::string& entity_path) const;

@@ -337,6 +337,34 @@ TEST_F(amqp_connection, service_client_token_for_the_hub) {
   EXPECT_EQ(put_token(std::string(host), token), 200) << last_description_;
 }
 
+TEST_F(amqp_connection, service_links_need_a_service_token_and_c2d_sends_are_not_implemented) {
+  attach_cbs();
+  client_->open_sender("/messages/devicebound");
+  pump();
+  auto closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:unauthorized-access");
+  client_got<amqp::link_opened>();  // the refused link's attach
+  const auth::policy* service = auth_.identity().find("service");
+  const std::string token = auth::make_sas_token(std::string(host), service->primary_key, 2'000'000'000, "service");
+  ASSERT_EQ(put_token(std::string(host), token), 200) << last_description_;
+  const amqp::link_id c2d = client_->open_sender("/messages/devicebound");
+  client_->open_receiver("/messages/serviceBound/feedback", 10);
+  client_->open_receiver("/messages/serviceBound/filenotifications", 10);
+  pump();
+  EXPECT_EQ(client_got<amqp::link_opened>().size(), 3u);
+  EXPECT_TRUE(client_got<amqp::link_closed>().empty());
+  proton::message m;
+  m.to("/devices/dev1/messages/devicebound");
+  m.body(proton::binary("hi"));
+  ASSERT_TRUE(client_->send(c2d, m));
+  pump();
+  auto updates = client_got<amqp::delivery_updated>();
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].state, amqp::outcome::rejected);
+  EXPECT_EQ(updates[0].error.name(), "amqp:not-implemented");
+}
+
 }  // namespace
 }  // namespace hub::amqp_head
 
