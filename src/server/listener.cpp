@@ -8,9 +8,11 @@
 #include "server/files.hpp"
 #include "domain/certificates/peer_chain.hpp"
 #include "server/session.hpp"
+#include "server/tls_socket.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -18,6 +20,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -35,6 +38,7 @@
 #include <optional>
 #include <thread>
 #include <unordered_set>
+#include <variant>
 
 namespace hub::server {
 namespace asio = boost::asio;
@@ -100,32 +104,24 @@ ssl::context make_tls_context(const listener_options& opts) {
   return ctx;
 }
 
-// MQTT or AMQP straight over the TLS stream (ports 8883 and 5671, or any port where the protocol
-// is detected). One adapter for both heads: their transports have one shape.
+// MQTT or AMQP straight over TLS (ports 8883 and 5671, or any port where the protocol is
+// detected), on the lean tls_socket: no buffers outside OpenSSL. One adapter for both heads:
+// their transports have one shape.
 class tls_transport final : public mqtt_head::transport, public amqp_head::transport {
  public:
-  explicit tls_transport(tls_stream& s) : s_(s) {}
+  explicit tls_transport(tls_socket& s) : s_(s) {}
 
   asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, error_code& ec) override {
-    auto [e, n] = co_await s_.async_read_some(buf, asio::as_tuple(asio::use_awaitable));
-    ec = e;
-    co_return n;
+    return s_.read_some(buf, ec);
   }
-  asio::awaitable<void> write(asio::const_buffer buf, error_code& ec) override {
-    auto [e, n] = co_await asio::async_write(s_, buf, asio::as_tuple(asio::use_awaitable));
-    ec = e;
-  }
-  void close() noexcept override {
-    auto& tcp = beast::get_lowest_layer(s_);
-    error_code ec;
-    tcp.socket().shutdown(tcp::socket::shutdown_both, ec);
-    tcp.close();
-  }
+  asio::awaitable<void> wait_readable() override { return s_.wait_readable(); }
+  asio::awaitable<void> write(asio::const_buffer buf, error_code& ec) override { return s_.write(buf, ec); }
+  void close() noexcept override { s_.close(); }
   certificates::client_chain peer_certificates() const override { return certificates::client_chain_of(s_.native_handle()); }
   std::string_view name() const noexcept override { return "mqtt"; }
 
  private:
-  tls_stream& s_;
+  tls_socket& s_;
 };
 
 // One io_context with its own thread: a connection lives on one worker for its whole life, so its
@@ -133,24 +129,31 @@ class tls_transport final : public mqtt_head::transport, public amqp_head::trans
 struct worker {
   // The live connections of this worker, to close them at shutdown. Touched only on ioc's thread.
   // Declared before ioc: destroying ioc destroys suspended session frames, which unregister here.
-  std::unordered_set<beast::tcp_stream*> connections;
+  std::unordered_set<tcp::socket*> connections;
   bool closing = false;  // ditto
   std::thread thread;
   asio::io_context ioc{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work{ioc.get_executor()};
 };
 
-// Keeps a connection in its worker's set for as long as the session frame lives.
+// Keeps a connection's socket in its worker's set for as long as the session frame lives.
 class registration {
  public:
-  registration(worker& w, beast::tcp_stream& s) : w_(w), s_(s) { w_.connections.insert(&s_); }
-  ~registration() { w_.connections.erase(&s_); }
+  registration(worker& w, tcp::socket& s) : w_(w), s_(&s) { w_.connections.insert(s_); }
+  ~registration() { w_.connections.erase(s_); }
   registration(const registration&) = delete;
   registration& operator=(const registration&) = delete;
+  bool closing() const noexcept { return w_.closing; }
+  // The socket moved (HTTP: into a beast::tcp_stream).
+  void move_to(tcp::socket& s) {
+    w_.connections.erase(s_);
+    s_ = &s;
+    w_.connections.insert(s_);
+  }
 
  private:
   worker& w_;
-  beast::tcp_stream& s_;
+  tcp::socket* s_;
 };
 
 bool peer_went_away(const error_code& ec) {
@@ -184,7 +187,10 @@ struct listeners::impl {
   void start_accepting();
   asio::awaitable<void> accept_loop(tcp::acceptor* acceptor, std::string name);
   asio::awaitable<void> run_connection(worker* w, tcp::socket socket, std::uint64_t id);
-  asio::awaitable<session_end> serve_connection(tls_stream& stream, const connection_info& conn);
+  asio::awaitable<void> serve_connection(tls_socket& tls, registration& reg, const connection_info& conn);
+  asio::awaitable<bool> handshake_and_detect(tls_socket& tls, std::string& first, const connection_info& conn);
+  asio::awaitable<void> serve_http(tls_socket& tls, registration& reg, const std::string& first,
+                                   const connection_info& conn);
   void request_stop();
   void close_everything();
 
@@ -346,75 +352,100 @@ asio::awaitable<void> listeners::impl::run_connection(worker* w, tcp::socket soc
     conn.local = endpoint_text(socket.local_endpoint(ec));
     socket.set_option(tcp::no_delay(true), ec);
   }
-  tls_stream stream(std::move(socket), tls_);
-  registration reg(*w, beast::get_lowest_layer(stream));
+  tls_socket tls(std::move(socket), tls_.native_handle());
+  registration reg(*w, tls.socket());
   if (w->closing) co_return;  // accepted while shutting down
   log_->debug("connection {} from {} on {} accepted", conn.id, conn.peer, conn.local);
-
-  const session_end end = co_await serve_connection(stream, conn);
-  auto& tcp_layer = beast::get_lowest_layer(stream);
-  if (end == session_end::we_close && tcp_layer.socket().is_open() && !w->closing) {
-    // A polite close_notify, bounded: a peer that never answers must not hold the frame.
-    tcp_layer.expires_after(std::chrono::seconds(2));
-    co_await stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
-  }
+  co_await serve_connection(tls, reg, conn);
   log_->debug("connection {} from {} closed", conn.id, conn.peer);
 }
 
-asio::awaitable<session_end> listeners::impl::serve_connection(tls_stream& stream, const connection_info& conn) {
-  auto& tcp_layer = beast::get_lowest_layer(stream);
-  tcp_layer.expires_after(opts_.handshake_timeout);
-  auto [hs_ec] = co_await stream.async_handshake(ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+// The TLS handshake, then the first bytes (into `first`), which decide the protocol. False (logged
+// where worth it) when the connection should just close. Bounded by the caller.
+asio::awaitable<bool> listeners::impl::handshake_and_detect(tls_socket& tls, std::string& first,
+                                                            const connection_info& conn) {
+  const error_code hs_ec = co_await tls.handshake();
   if (hs_ec) {
-    if (hs_ec == beast::error::timeout) {
-      log_->info("connection {} from {}: TLS handshake timed out", conn.id, conn.peer);
-    } else if (!peer_went_away(hs_ec)) {
-      log_->info("connection {} from {}: TLS handshake failed: {}", conn.id, conn.peer, hs_ec.message());
-    }
-    co_return session_end::peer_closed;
+    if (!peer_went_away(hs_ec)) log_->info("connection {} from {}: TLS handshake failed: {}", conn.id, conn.peer, hs_ec.message());
+    co_return false;
   }
-
-  // Protocol detection. TLS hides the bytes from MSG_PEEK, so read the first ones into the
-  // buffer that the protocol session then starts from. The handshake deadline still runs.
-  beast::flat_buffer buffer;
-  auto first_bytes = [&]() { return std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()); };
+  // TLS hides the bytes from MSG_PEEK, so read the first ones into the buffer that the protocol
+  // session then starts from.
+  char chunk[512];
   for (;;) {
-    auto [ec, n] = co_await stream.async_read_some(buffer.prepare(512), asio::as_tuple(asio::use_awaitable));
-    buffer.commit(n);
-    if (ec == beast::error::timeout) {
-      log_->info("connection {} from {}: nothing received within {} s", conn.id, conn.peer, opts_.handshake_timeout.count());
-      co_return session_end::peer_closed;
-    }
-    if (ec) co_return session_end::peer_closed;
+    error_code ec;
+    const std::size_t n = co_await tls.read_some(asio::buffer(chunk), ec);
+    if (ec) co_return false;
+    first.append(chunk, n);
     // "AMQP" is the only protocol header that needs more than one byte to tell apart.
-    const std::string_view seen = first_bytes();
+    const std::string_view seen = first;
     if (seen.empty()) continue;
-    if (seen[0] != 'A' || seen.size() >= 4 || !std::string_view("AMQP").starts_with(seen)) break;
+    if (seen[0] != 'A' || seen.size() >= 4 || !std::string_view("AMQP").starts_with(seen)) co_return true;
   }
-  tcp_layer.expires_never();
+}
 
-  const std::string_view seen = first_bytes();
+asio::awaitable<void> listeners::impl::serve_connection(tls_socket& tls, registration& reg, const connection_info& conn) {
+  using namespace asio::experimental::awaitable_operators;
+  std::string first;
+  {
+    // The handshake budget also covers the first bytes of the protocol.
+    asio::steady_timer deadline(tls.socket().get_executor());
+    deadline.expires_after(opts_.handshake_timeout);
+    asio::awaitable<bool> detect = handshake_and_detect(tls, first, conn);
+    asio::awaitable<void> expiry = deadline.async_wait(asio::use_awaitable);
+    // Named, not a temporary inside the co_await (GCC 12, src/server/README.md).
+    asio::awaitable<std::variant<bool, std::monostate>> race = std::move(detect) || std::move(expiry);
+    const std::variant<bool, std::monostate> outcome = co_await std::move(race);
+    if (outcome.index() == 1) {
+      log_->info("connection {} from {}: no TLS handshake and protocol header within {} s", conn.id, conn.peer,
+                 opts_.handshake_timeout.count());
+      co_return;
+    }
+    if (!std::get<0>(outcome)) co_return;
+  }
+
+  const std::string_view seen = first;
   if (static_cast<std::uint8_t>(seen[0]) == mqtt_connect_byte) {
     if (!mqtt_ctx_) {
       log_->info("connection {} from {}: MQTT is not served; closing", conn.id, conn.peer);
-      co_return session_end::we_close;
+      tls.send_close_notify();
+      co_return;
     }
-    tls_transport transport(stream);
+    tls_transport transport(tls);
     const mqtt_head::connection_info info{conn.id, conn.peer};
     co_await mqtt_head::run_session(transport, seen, *mqtt_ctx_, info);
-    co_return session_end::peer_closed;  // the MQTT session closed the socket
+    co_return;  // the MQTT session closed the socket
   }
   if (seen.starts_with("AMQP")) {
     if (!amqp_ctx_) {
       log_->info("connection {} from {}: AMQP is not served; closing", conn.id, conn.peer);
-      co_return session_end::we_close;
+      tls.send_close_notify();
+      co_return;
     }
-    tls_transport transport(stream);
+    tls_transport transport(tls);
     const amqp_head::connection_info info{conn.id, conn.peer, "amqp"};
     co_await amqp_head::run_session(transport, seen, *amqp_ctx_, info);
-    co_return session_end::peer_closed;  // the AMQP session closed the socket
+    co_return;  // the AMQP session closed the socket
   }
-  co_return co_await run_http_session(stream, buffer, session_ctx_, conn);
+  co_await serve_http(tls, reg, first, conn);
+}
+
+// HTTP (and WebSockets after an upgrade) run on Beast, so the established TLS connection moves
+// into an asio::ssl::stream: the SSL object is adopted as it is, with Asio's buffers. HTTP
+// connections are few (the service SDKs); the lean path is for the many device connections.
+asio::awaitable<void> listeners::impl::serve_http(tls_socket& tls, registration& reg, const std::string& first,
+                                                  const connection_info& conn) {
+  tls_stream stream(beast::tcp_stream(std::move(tls.socket())), tls.release());
+  auto& tcp_layer = beast::get_lowest_layer(stream);
+  reg.move_to(tcp_layer.socket());
+  beast::flat_buffer buffer;
+  buffer.commit(asio::buffer_copy(buffer.prepare(first.size()), asio::buffer(first)));
+  const session_end end = co_await run_http_session(stream, buffer, session_ctx_, conn);
+  if (end == session_end::we_close && tcp_layer.socket().is_open() && !reg.closing()) {
+    // A polite close_notify, bounded: a peer that never answers must not hold the frame.
+    tcp_layer.expires_after(std::chrono::seconds(2));
+    co_await stream.async_shutdown(asio::as_tuple(asio::use_awaitable));
+  }
 }
 
 void listeners::impl::request_stop() {
@@ -441,10 +472,10 @@ void listeners::impl::close_everything() {
   for (auto& w : workers_) {
     asio::post(w->ioc, [w = w.get()] {
       w->closing = true;
-      for (beast::tcp_stream* s : w->connections) {
+      for (tcp::socket* s : w->connections) {
         error_code ec;
-        s->socket().shutdown(tcp::socket::shutdown_both, ec);
-        s->close();
+        s->shutdown(tcp::socket::shutdown_both, ec);
+        s->close(ec);
       }
     });
     // Without the guard, run() returns once the last session frame is gone.

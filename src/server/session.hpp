@@ -9,7 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/asio/ssl/stream.hpp>
 
 #include <spdlog/logger.h>
 
@@ -29,7 +29,9 @@ struct session_context;
 
 namespace hub::server {
 
-using tls_stream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
+// HTTP's stream: Asio's TLS stream, adopting the SSL object of a connection that the listener's
+// tls_socket has already handshaken (protocol detection runs before HTTP is known).
+using tls_stream = boost::asio::ssl::stream<boost::beast::tcp_stream>;
 
 // Shared by every session; owned by listeners::impl, which outlives all sessions.
 struct session_context {

@@ -44,7 +44,8 @@ namespace {
 
 constexpr std::size_t read_buffer_min = 2 * 1024;
 constexpr std::size_t read_buffer_max = 16 * 1024;
-// Small reads in a row before the read buffer shrinks back (an idle connection keeps 2 KiB).
+// Small reads in a row before a grown read buffer shrinks back. An idle connection holds none:
+// the buffer is allocated when bytes arrive and released once they are drained.
 constexpr int small_reads_to_shrink = 16;
 // Write buffers above this are released once drained, so a burst does not pin memory.
 constexpr std::size_t write_buffer_keep = 16 * 1024;
@@ -146,7 +147,7 @@ class connection final : public messaging::device_link, public std::enable_share
   std::uint64_t timer_generation_ = 0;  // a handler of an older arming ignores itself
   asio::steady_timer expiry_;   // SAS token / certificate expiry
   asio::steady_timer wake_;     // the session coroutine waits on it (flow control, writer drained)
-  std::vector<char> read_buf_ = std::vector<char>(read_buffer_min);
+  std::vector<char> read_buf_;  // empty while idle
   int small_reads_ = 0;
   std::string out_;             // encoded packets waiting for the writer
   std::string sending_;         // what the writer is writing now
@@ -220,6 +221,11 @@ asio::awaitable<void> connection::serve(std::string_view first_bytes) {
       waiting_for_acks_ = false;
       continue;
     }
+    if (read_buf_.empty()) {
+      co_await t_.wait_readable();
+      if (closed_) break;
+      read_buf_.resize(read_buffer_min);
+    }
     error_code ec;
     const std::size_t n = co_await t_.read_some(asio::buffer(read_buf_), ec);
     if (ec) {
@@ -234,11 +240,13 @@ asio::awaitable<void> connection::serve(std::string_view first_bytes) {
     }
     events.clear();
     codec_.recv({read_buf_.data(), n}, events);
-    // A full buffer means more is waiting: grow. Many small reads: shrink back, idle
-    // connections should hold little memory.
+    // A full buffer means more is waiting: grow. A small buffer not filled: the socket is
+    // drained, release it (idle connections hold none). Many small reads: shrink back.
     if (n == read_buf_.size() && read_buf_.size() < read_buffer_max) {
       read_buf_.resize(read_buf_.size() * 2);
       small_reads_ = 0;
+    } else if (read_buf_.size() == read_buffer_min) {
+      std::vector<char>().swap(read_buf_);
     } else if (n < read_buffer_min / 4 && read_buf_.size() > read_buffer_min && ++small_reads_ >= small_reads_to_shrink) {
       std::vector<char>(read_buffer_min).swap(read_buf_);
       small_reads_ = 0;
@@ -602,6 +610,8 @@ void connection::arm_expiry(sys_time at, std::string reason) {
 }
 
 }  // namespace
+
+asio::awaitable<void> transport::wait_readable() { co_return; }
 
 asio::awaitable<void> run_session(transport& t, std::string_view first_bytes, const session_context& ctx,
                                   const connection_info& conn) {
