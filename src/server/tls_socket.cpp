@@ -25,6 +25,10 @@ tls_socket::tls_socket(tcp::socket socket, SSL_CTX* ctx) : socket_(std::move(soc
   if (!ssl_) throw std::bad_alloc();
   SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
   SSL_set_accept_state(ssl_);
+  // Read as many records as one recv brings (not a 5-byte header, then the body, per record):
+  // the syscalls per message of Asio's stream, which read 17 KB at a time into its buffer.
+  // RELEASE_BUFFERS still frees the read buffer once it holds nothing.
+  SSL_set_read_ahead(ssl_, 1);
   error_code ec;
   socket_.non_blocking(true, ec);
   // The socket BIO does not close the descriptor (BIO_NOCLOSE): the Asio socket owns it.
