@@ -2,6 +2,7 @@
 #   make run     install what is missing, build the release hubd and start it
 #   make test    install what is missing, build the ci preset and run every test (unit + compat)
 #   make bench   hubd against mosquitto with the same load generator (bench/run.sh)
+#   make bench-micro   Google Benchmark micro benchmarks of the per-message path (release preset)
 # Variables: DATA (hubd's data folder, default ./hubd-data), HUBD_ARGS (more hubd flags, e.g.
 # "--hostname myhub.local"), CTEST_ARGS (e.g. "-L compat" or "-R registry").
 
@@ -9,7 +10,7 @@ DATA ?= ./hubd-data
 HUBD_ARGS ?=
 CTEST_ARGS ?=
 
-.PHONY: deps build run test bench bench-quick clean
+.PHONY: deps build run test bench bench-quick bench-micro clean
 
 deps:
 	scripts/install-deps
@@ -36,6 +37,11 @@ bench: deps
 
 bench-quick: deps
 	bench/run.sh quick
+
+# Micro benchmarks (bench/micro, Google Benchmark): codec, topics, SAS, telemetry, event log.
+bench-micro: deps build/release/CMakeCache.txt
+	cmake --build --preset release --target hubd-micro
+	build/release/bench/micro/hubd-micro
 
 clean:
 	rm -rf build

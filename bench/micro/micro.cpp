@@ -1,0 +1,251 @@
+// hubd-micro: micro benchmarks of what each device-to-cloud message costs in CPU, piece by piece.
+// Run with `make bench-micro` (release preset); figures in docs/benchmarks.md ("Micro benchmarks").
+//
+// Not covered yet: the query evaluator (routing queries / twin queries) does not exist; add its
+// benchmark here when that issue lands.
+#include "codec/mqtt/codec.hpp"
+#include "codec/mqtt/session.hpp"
+#include "domain/auth/sas.hpp"
+#include "domain/telemetry/message.hpp"
+#include "heads/mqtt/topics.hpp"
+#include "storage/event_log.hpp"
+
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <semaphore>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr std::string_view device_id = "bench-device-0001";
+constexpr std::string_view hub_host = "myhub.example";
+
+// The topic the Azure IoT device SDKs send telemetry to: the system properties they set
+// ($.mid, $.ct, $.ce) plus two application properties, url-encoded.
+std::string azure_topic() {
+  return "devices/" + std::string(device_id) +
+         "/messages/events/%24.mid=6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d&%24.ct=application%2Fjson"
+         "&%24.ce=utf-8&temperatureAlert=false&site=plant%207";
+}
+
+std::string payload_256() {
+  std::string p = R"({"temperature":21.5,"humidity":48.25,"pad":")";
+  p.resize(254, 'x');
+  p += "\"}";
+  return p;
+}
+
+hub::mqtt::publish azure_publish(std::uint16_t id) {
+  hub::mqtt::publish p;
+  p.topic = azure_topic();
+  p.payload = payload_256();
+  p.qos = 1;
+  p.packet_id = id;
+  return p;
+}
+
+std::string wire(const hub::mqtt::packet& p) {
+  std::string out;
+  hub::mqtt::encode(p, out);
+  return out;
+}
+
+// --- MQTT codec ---------------------------------------------------------------------------------
+
+void mqtt_decode_publish_qos1(benchmark::State& state) {
+  const std::string bytes = wire(azure_publish(42));
+  for (auto _ : state) {
+    auto r = hub::mqtt::decode(bytes);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes.size()));
+}
+BENCHMARK(mqtt_decode_publish_qos1);
+
+void mqtt_encode_puback(benchmark::State& state) {
+  std::string out;
+  const hub::mqtt::packet ack = hub::mqtt::puback{42};
+  for (auto _ : state) {
+    out.clear();
+    hub::mqtt::encode(ack, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(mqtt_encode_puback);
+
+// One read's worth of input: 64 QoS 1 publishes in one buffer, through a connected session.
+void mqtt_session_recv_64_publishes(benchmark::State& state) {
+  hub::mqtt::server_session session;
+  std::vector<hub::mqtt::event> events;
+  hub::mqtt::connect c;
+  c.client_id = device_id;
+  c.keep_alive = 60;
+  session.recv(wire(c), events);
+  std::string buf;
+  for (std::uint16_t i = 1; i <= 64; ++i) hub::mqtt::encode(azure_publish(i), buf);
+  for (auto _ : state) {
+    events.clear();
+    session.recv(buf, events);
+    benchmark::DoNotOptimize(events.data());
+  }
+  if (session.closed() || events.size() != 64) state.SkipWithError("session did not yield 64 publishes");
+  state.SetItemsProcessed(state.iterations() * 64);
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(buf.size()));
+}
+BENCHMARK(mqtt_session_recv_64_publishes);
+
+// --- MQTT head: topic and property bag ----------------------------------------------------------
+
+void mqtt_topic_to_telemetry(benchmark::State& state) {
+  const std::string topic = azure_topic();
+  for (auto _ : state) {
+    auto target = hub::mqtt_head::classify_publish(topic);
+    auto props = hub::mqtt_head::parse_property_bag(target.property_bag);
+    hub::telemetry::message m;
+    hub::mqtt_head::apply_properties(*props, m);
+    benchmark::DoNotOptimize(m);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(mqtt_topic_to_telemetry);
+
+// --- SAS ----------------------------------------------------------------------------------------
+
+void sas_validate_device_token(benchmark::State& state) {
+  const std::string key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";  // 32 bytes, base64
+  const std::string resource = std::string(hub_host) + "/devices/" + std::string(device_id);
+  const std::string token = hub::auth::make_sas_token(resource, key, 4102444800);  // 2100-01-01
+  for (auto _ : state) {
+    auto t = hub::auth::parse_sas_token(token);
+    bool ok = t && hub::auth::signature_matches(*t, key);
+    benchmark::DoNotOptimize(ok);
+    if (!ok) state.SkipWithError("token did not validate");
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(sas_validate_device_token);
+
+// --- Telemetry message --------------------------------------------------------------------------
+
+hub::telemetry::message sample_message() {
+  hub::telemetry::message m;
+  auto target = hub::mqtt_head::classify_publish(azure_topic());
+  hub::mqtt_head::apply_properties(*hub::mqtt_head::parse_property_bag(target.property_bag), m);
+  m.body = payload_256();
+  m.device_id = device_id;
+  m.generation_id = "638123456789012345";
+  return m;
+}
+
+void telemetry_encode(benchmark::State& state) {
+  const auto m = sample_message();
+  for (auto _ : state) {
+    auto bytes = hub::telemetry::encode(m);
+    benchmark::DoNotOptimize(bytes);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(telemetry_encode);
+
+void telemetry_decode(benchmark::State& state) {
+  const std::string bytes = hub::telemetry::encode(sample_message());
+  for (auto _ : state) {
+    auto m = hub::telemetry::decode(bytes);
+    benchmark::DoNotOptimize(m);
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes.size()));
+}
+BENCHMARK(telemetry_decode);
+
+// --- Event log append ---------------------------------------------------------------------------
+// Shared by the producer threads of one run: thread 0 opens it before the loop and closes it after
+// (the start and the end of the benchmark loop are barriers for all threads).
+
+struct log_fixture {
+  std::filesystem::path dir;
+  std::unique_ptr<hub::storage::event_log> log;
+};
+log_fixture* g_log = nullptr;
+
+bool open_log(benchmark::State& state, bool sync) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "hubd-micro-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) {
+    state.SkipWithError("mkdtemp failed");
+    return false;
+  }
+  hub::storage::log_options o;
+  o.dir = tmpl;
+  o.sync = sync;
+  auto log = hub::storage::event_log::open(o);
+  if (!log) {
+    std::filesystem::remove_all(tmpl);
+    state.SkipWithError("event_log::open failed");
+    return false;
+  }
+  g_log = new log_fixture{tmpl, std::move(*log)};
+  return true;
+}
+
+void close_log() {
+  if (!g_log) return;
+  g_log->log->close();
+  g_log->log.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(g_log->dir, ec);
+  delete g_log;
+  g_log = nullptr;
+}
+
+// Each producer keeps up to `window` appends in flight (as a device keeps publishes in flight
+// until their PUBACK) and waits for all of its completions before the timer stops.
+void append_loop(benchmark::State& state, std::ptrdiff_t window) {
+  const std::string record(256, 'r');
+  std::counting_semaphore<> slots(window);
+  std::atomic<std::int64_t> failed{0};
+  for (auto _ : state) {
+    // Read after the start barrier; null only when thread 0 failed to open the log (skipped run).
+    auto* log = g_log ? g_log->log.get() : nullptr;
+    if (!log) continue;
+    const auto partition = static_cast<std::uint32_t>(state.thread_index()) % log->partitions();
+    slots.acquire();
+    log->append(partition, record, [&](hub::result<hub::storage::log_position> r) {
+      if (!r) failed.fetch_add(1, std::memory_order_relaxed);
+      slots.release();
+    });
+  }
+  for (std::ptrdiff_t i = 0; i < window; ++i) slots.acquire();  // every completion has run
+  if (failed.load() != 0) state.SkipWithError("append failed");
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(record.size()));
+}
+
+// (a) The CPU path: no fdatasync; one producer, 64 in flight.
+void event_log_append_nosync(benchmark::State& state) {
+  if (state.thread_index() == 0) open_log(state, false);
+  append_loop(state, 64);
+  if (state.thread_index() == 0) close_log();
+}
+BENCHMARK(event_log_append_nosync)->UseRealTime()->Threads(1)->Threads(4);
+
+// (b) Durable: group commit with fdatasync, several producers, 64 in flight each.
+void event_log_append_sync(benchmark::State& state) {
+  if (state.thread_index() == 0) open_log(state, true);
+  append_loop(state, 64);
+  if (state.thread_index() == 0) close_log();
+}
+BENCHMARK(event_log_append_sync)->UseRealTime()->Threads(1)->Threads(4)->Threads(8)->MinTime(2.0);
+
+}  // namespace
+
+BENCHMARK_MAIN();
