@@ -16,16 +16,9 @@ const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Amqp } = require('azure-iot-device-amqp');
 const { startHub, hubctl } = require('./lib/hub');
+const { within } = require('./lib/device');
 
 const ENTITY = 'hubd-events';
-
-function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 // Collects events from one partition until `until(events)` holds (or the time is up).
 async function collect(consumer, partitionId, startPosition, until, ms = 20_000) {

@@ -11,14 +11,7 @@ const { Registry } = require('azure-iothub');
 const { Client, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { startHub, hubctl } = require('./lib/hub');
-
-function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+const { within } = require('./lib/device');
 
 describe('MQTT telemetry through the Event Hubs-compatible endpoint', () => {
   let hub;
