@@ -154,7 +154,7 @@ result<ca_certificate> service::get(std::string_view name) {
   return std::move(**c);
 }
 
-result<std::vector<ca_certificate>> service::list() {
+result<std::vector<ca_certificate>> service::list() const {
   std::vector<ca_certificate> out;
   std::optional<error> failed;
   auto scanned = kv_.scan(key_prefix, {}, [&](std::string_view, std::string_view value) {
@@ -264,21 +264,14 @@ result<ca_certificate> service::verify(std::string_view name, std::string_view p
 }
 
 result<std::vector<trust_anchor>> service::trust_anchors() const {
+  auto all = list();
+  if (!all) return all.error();
   std::vector<trust_anchor> out;
-  std::optional<error> failed;
-  auto scanned = kv_.scan(key_prefix, {}, [&](std::string_view, std::string_view value) {
-    auto c = decode(value);
-    if (!c) {
-      failed = c.error();
-      return false;
-    }
-    if (!c->is_verified) return true;  // an unverified CA authenticates nobody
-    auto parsed = parse_certificate(c->pem);
-    if (parsed) out.push_back(trust_anchor{c->name, std::move(parsed->der)});
-    return true;
-  });
-  if (!scanned) return scanned.error();
-  if (failed) return *failed;
+  for (auto& c : *all) {
+    if (!c.is_verified) continue;  // an unverified CA authenticates nobody
+    auto parsed = parse_certificate(c.pem);
+    if (parsed) out.push_back(trust_anchor{std::move(c.name), std::move(parsed->der)});
+  }
   return out;
 }
 

@@ -43,7 +43,7 @@ class service {
                              const if_match& etag, bool* created = nullptr);
   result<ca_certificate> get(std::string_view name);
   // In name order.
-  result<std::vector<ca_certificate>> list();
+  result<std::vector<ca_certificate>> list() const;
   // If-Match is required ("*" for any version), as IoT Hub's API requires the etag. Deleting a
   // certificate that does not exist succeeds and does nothing, as IoT Hub's API says.
   result<void> remove(std::string_view name, const if_match& etag);
