@@ -24,6 +24,7 @@ std::string_view error_name(errc e) noexcept {
     case errc::device_already_exists: return "DeviceAlreadyExists";
     case errc::module_already_exists: return "ModuleAlreadyExistsOnDevice";
     case errc::precondition_failed: return "PreconditionFailed";
+    case errc::device_message_lock_lost: return "DeviceMessageLockLost";
     case errc::message_too_large: return "MessageTooLarge";
     case errc::too_many_devices: return "TooManyDevices";
     case errc::throttled: return "ThrottlingException";
@@ -54,6 +55,7 @@ int error_number(errc e) noexcept {
     case errc::device_already_exists: return 409001;
     case errc::module_already_exists: return 409301;
     case errc::precondition_failed: return 412001;
+    case errc::device_message_lock_lost: return 412002;
     case errc::message_too_large: return 413001;
     case errc::too_many_devices: return 413002;
     case errc::throttled: return 429001;

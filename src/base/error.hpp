@@ -29,6 +29,7 @@ enum class errc {
   device_already_exists,       // 409001 DeviceAlreadyExists
   module_already_exists,       // 409301 ModuleAlreadyExistsOnDevice
   precondition_failed,         // 412001 PreconditionFailed
+  device_message_lock_lost,    // 412002 DeviceMessageLockLost
   message_too_large,           // 413001 MessageTooLarge
   too_many_devices,            // 413002 TooManyDevices
   throttled,                   // 429001 ThrottlingException

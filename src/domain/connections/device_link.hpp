@@ -18,8 +18,13 @@ class device_link {
   // identity is disabled or deleted.
   virtual void close(std::string reason) = 0;
 
+  // The device's cloud-to-device queue has messages to receive (c2d::service's device notifier,
+  // through the connection table). A head that delivers C2D on this connection (MQTT subscribed
+  // to devicebound, an AMQP devicebound receiver with credit) pulls them with c2d::service::receive
+  // off its I/O thread; others ignore it. Spurious calls are harmless: receive() may find nothing.
+  virtual void c2d_available() {}
+
   // Later issues add the traffic to the device here, each completing asynchronously:
-  //   deliver a cloud-to-device message (settled by the device: MQTT PUBACK / AMQP disposition),
   //   push a desired-properties patch,
   //   invoke a direct method (the reply comes back through the methods service).
 };

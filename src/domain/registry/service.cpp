@@ -437,6 +437,7 @@ std::shared_ptr<presence> service::find_presence(const std::string& key) const {
 void service::apply_presence(device& d) const {
   const auto p = find_presence(presence_key(d.device_id, {}));
   show_presence(d, p.get());
+  if (c2d_counter_) d.c2d_message_count = static_cast<std::int64_t>(c2d_counter_(d.device_id));
 }
 
 void service::apply_presence(module& m) const {

@@ -63,6 +63,10 @@ class service {
 
   // Set before serving; not synchronised with the writes.
   void set_change_listener(change_listener fn) { listener_ = std::move(fn); }
+  // The device's pending cloud-to-device messages, shown as cloudToDeviceMessageCount on every
+  // device read (c2d::service::pending, connected by the composition root). Set before serving.
+  using c2d_counter = std::function<std::size_t(std::string_view device_id)>;
+  void set_c2d_counter(c2d_counter fn) { c2d_counter_ = std::move(fn); }
 
   // Devices. create fails with DeviceAlreadyExists; keys are generated when absent.
   result<device> create_device(device d);
@@ -115,6 +119,7 @@ class service {
   storage::kv& kv_;
   const clock& clock_;
   change_listener listener_;
+  c2d_counter c2d_counter_;
   std::mutex write_mutex_;
   // "<deviceId>" or "<deviceId>/<moduleId>" -> presence of the connected identity. Its own
   // mutex, held only for map operations, so reads never wait for a write.

@@ -134,6 +134,7 @@ std::string_view condition_name(errc e) {
     case errc::device_already_exists:
     case errc::module_already_exists: return "com.microsoft:device-already-exists";
     case errc::precondition_failed: return "com.microsoft:precondition-failed";
+    case errc::device_message_lock_lost: return "com.microsoft:message-lock-lost";
     case errc::message_too_large: return "amqp:link:message-size-exceeded";
     case errc::throttled: return "com.microsoft:device-container-throttled";
     case errc::server_error: return "amqp:internal-error";

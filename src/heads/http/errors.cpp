@@ -42,6 +42,7 @@ int http_status(errc e) noexcept {
     case errc::module_already_exists:
       return 409;
     case errc::precondition_failed:
+    case errc::device_message_lock_lost:
       return 412;
     case errc::message_too_large:
     case errc::too_many_devices:

@@ -77,6 +77,7 @@ mqtt::connack_code connack_for(errc e) noexcept {
     case errc::device_already_exists:
     case errc::module_already_exists:
     case errc::precondition_failed:
+    case errc::device_message_lock_lost:
     case errc::message_too_large:
     case errc::too_many_devices:
       return mqtt::connack_code::not_authorized;
