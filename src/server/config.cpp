@@ -23,8 +23,9 @@ expect these ports:
         ignore any port in HostName, so they need 443
   8883  MQTT (device SDKs)
   5671  AMQP (device and service SDKs, Event Hubs-compatible endpoint)
-Device-to-cloud telemetry (MQTT, later AMQP and HTTPS) is acknowledged once it is on disk in
-the event log, DIR/events, split into --partitions partitions and kept for --retention.
+Device-to-cloud telemetry (MQTT, AMQP, HTTPS) is acknowledged once it is on disk in the event
+log, DIR/events, split into --partitions partitions and kept for --retention. Cloud-to-device
+messages wait in per-device queues in the database (at most 50 per device, as in IoT Hub).
 On a shared machine give each hub its own loopback address (127.x.y.z) instead of other ports:
   hubd --data /tmp/hub1 --hostname 127.0.0.2 --listen 127.0.0.2
 )";
@@ -74,6 +75,8 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
   config cfg;
   std::string data_dir;
   std::string retention = "1d";
+  std::string c2d_ttl = "1h";
+  std::string c2d_feedback_ttl = "1h";
 
   CLI::App app(description, "hubd");
   app.get_formatter()->column_width(30);
@@ -138,6 +141,29 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
       ->check([](const std::string& v) {
         return parse_duration(v) ? std::string{} : std::string("not a duration like 90m, 24h or 7d: ") + v;
       });
+  // IoT Hub's bounds for both TTLs: 1 minute to 2 days.
+  const auto ttl_check = [](const std::string& v) {
+    const auto d = parse_duration(v);
+    if (!d) return std::string("not a duration like 90s, 30m or 1h: ") + v;
+    if (*d < std::chrono::minutes(1) || *d > std::chrono::hours(48)) return std::string("must be 1m .. 2d: ") + v;
+    return std::string{};
+  };
+  app.add_option("--c2d-ttl", c2d_ttl,
+                 "Default time to live of a cloud-to-device message without its own expiry\n"
+                 "(1m .. 2d, as IoT Hub's cloudToDevice.defaultTtlAsIso8601)")
+      ->type_name("DURATION")
+      ->capture_default_str()
+      ->check(ttl_check);
+  app.add_option("--c2d-max-delivery-count", cfg.c2d_max_delivery_count,
+                 "Abandons after which a cloud-to-device message is dead-lettered (1 .. 100)")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  app.add_option("--c2d-feedback-ttl", c2d_feedback_ttl,
+                 "How long cloud-to-device feedback records wait for the service to read them (1m .. 2d)")
+      ->type_name("DURATION")
+      ->capture_default_str()
+      ->check(ttl_check);
   app.add_flag("--init", cfg.init_only,
                "Create the data folder, hub identity and certificates, print them and exit");
 
@@ -154,6 +180,8 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
   // Ports: CLI11 already rejected anything that does not fit in 16 bits.
   cfg.data_dir = data_dir.empty() ? default_data_dir() : std::filesystem::path(data_dir);
   cfg.retention = *parse_duration(retention);  // checked above
+  cfg.c2d_ttl = *parse_duration(c2d_ttl);
+  cfg.c2d_feedback_ttl = *parse_duration(c2d_feedback_ttl);
   return cfg;
 }
 

@@ -27,6 +27,12 @@ struct config {
   std::uint32_t partitions = 4;         // event log (telemetry) partitions; fixed once the log exists
   std::vector<std::string> consumer_groups;  // Event Hubs-compatible endpoint, besides $Default
   std::chrono::seconds retention{std::chrono::hours(24)};  // how long telemetry stays readable
+  // Cloud-to-device, as an IoT hub's cloudToDevice settings: the default TTL of a message
+  // (1 minute .. 2 days), the delivery count at which an abandoned message is dead-lettered
+  // (1 .. 100), and how long feedback records wait for the service (1 minute .. 2 days).
+  std::chrono::seconds c2d_ttl{std::chrono::hours(1)};
+  std::uint32_t c2d_max_delivery_count = 10;
+  std::chrono::seconds c2d_feedback_ttl{std::chrono::hours(1)};
 };
 
 // "90s", "30m", "24h", "1d", "7d" (or plain seconds, "3600"): nullopt when malformed or zero.

@@ -3,6 +3,7 @@
 #include "base/clock.hpp"
 #include "base/log.hpp"
 #include "domain/auth/service.hpp"
+#include "domain/c2d/service.hpp"
 #include "domain/certificates/service.hpp"
 #include "domain/connections/connection_table.hpp"
 #include "domain/registry/service.hpp"
@@ -25,6 +26,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -72,26 +74,25 @@ void check_partitions(const fs::path& events_dir, std::uint32_t wanted) {
   }
 }
 
-// Deletes expired telemetry segments once a minute, on its own thread (file deletions block).
-class retention_keeper {
+// Runs `task` every `interval` on its own thread (the tasks block on storage): expired telemetry
+// segments once a minute, cloud-to-device expiry and lock timeouts once a second.
+class periodic {
  public:
-  retention_keeper(storage::event_log& log, const hub::clock& clk)
-      : thread_([this, &log, &clk](std::stop_token stop) { run(stop, log, clk); }) {}
-  ~retention_keeper() {
+  periodic(std::chrono::milliseconds interval, std::function<void()> task)
+      : thread_([this, interval, task = std::move(task)](std::stop_token stop) { run(stop, interval, task); }) {}
+  ~periodic() {
     thread_.request_stop();
     cv_.notify_all();
   }
 
  private:
-  void run(std::stop_token stop, storage::event_log& log, const hub::clock& clk) {
+  void run(std::stop_token stop, std::chrono::milliseconds interval, const std::function<void()>& task) {
     std::unique_lock lock(mutex_);
     while (!stop.stop_requested()) {
       lock.unlock();
-      const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clk.now().time_since_epoch()).count();
-      const std::size_t deleted = log.enforce_retention(now_ms);
-      if (deleted > 0) hub::log::get("hubd")->info("retention: deleted {} expired event log segments", deleted);
+      task();
       lock.lock();
-      cv_.wait_for(lock, stop, std::chrono::minutes(1), [] { return false; });
+      cv_.wait_for(lock, stop, interval, [] { return false; });
     }
   }
 
@@ -153,11 +154,25 @@ int run(const config& cfg) {
   connections::connection_table connections(registry, clk);
   // MQTT persistent sessions, kept in the database so that they survive a restart.
   mqtt_head::session_store mqtt_sessions(kv->get());
+  c2d::options c2d_opts;
+  c2d_opts.default_ttl = cfg.c2d_ttl;
+  c2d_opts.max_delivery_count = cfg.c2d_max_delivery_count;
+  c2d_opts.feedback_ttl = cfg.c2d_feedback_ttl;
+  c2d::service c2d(**kv, registry, clk, c2d_opts);
+  if (auto loaded = c2d.load(); !loaded)
+    throw startup_error(fmt::format("cannot read the cloud-to-device queues: {}", loaded.error().message));
+  registry.set_c2d_counter([&c2d](std::string_view device_id) { return c2d.pending(device_id); });
+  // A message for a connected device: its connection pulls it (MQTT subscribed to devicebound, an
+  // AMQP devicebound receiver); other connections ignore the call.
+  c2d.set_device_notifier([&connections](std::string_view device_id) {
+    if (auto link = connections.find({std::string(device_id), {}})) link->c2d_available();
+  });
   // Deleting or disabling an identity ends its connections, as IoT Hub does (every registry path,
-  // bulk included); a deleted identity's persistent sessions go too.
-  registry.set_change_listener([&connections, &mqtt_sessions](const registry::change& c) {
+  // bulk included); a deleted identity's persistent sessions and C2D queue go too.
+  registry.set_change_listener([&connections, &mqtt_sessions, &c2d](const registry::change& c) {
     connections.on_registry_change(c);
     if (c.what != registry::change::kind::device_disabled) mqtt_sessions.forget(c.device_id, c.module_id);
+    c2d.on_registry_change(c);
   });
   telemetry::service telemetry(**events);
   certificates::service certs(**kv, registry, clk);
@@ -177,7 +192,11 @@ int run(const config& cfg) {
   event_watch.set_consumer_groups(cfg.consumer_groups);
   const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch, &certs};
   http::router router(http::services{registry, auth, clk, certs, &connections});
-  retention_keeper retention(**events, clk);
+  periodic retention(std::chrono::minutes(1), [&log, &events, &clk] {
+    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clk.now().time_since_epoch()).count();
+    const std::size_t deleted = (*events)->enforce_retention(now_ms);
+    if (deleted > 0) log->info("retention: deleted {} expired event log segments", deleted);
+  });
 
   listener_options opts;
   opts.addresses = cfg.listen;
@@ -185,6 +204,8 @@ int run(const config& cfg) {
   opts.cert_chain_file = layout.server_cert();
   opts.key_file = layout.server_key();
   listeners net(std::move(opts), router, clk, &mqtt, &amqp);
+  // After `net`, so it stops first: the sweep's notifications reach connections on net's threads.
+  periodic c2d_sweep(std::chrono::seconds(1), [&c2d] { c2d.sweep(); });
 
   std::vector<std::string> bound;
   for (const bound_endpoint& ep : net.endpoints()) bound.push_back(ep.to_string());

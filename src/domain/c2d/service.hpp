@@ -133,8 +133,9 @@ class service {
 
   // --- service side ---
   // Queues a message for a device. DeviceNotFound when the device does not exist, MessageTooLarge
-  // over max_message_bytes, DeviceMaximumQueueDepthExceeded when max_queue_depth are pending,
-  // ArgumentInvalid for an expiry already past. Durable on return.
+  // over max_message_bytes, DeviceMaximumQueueDepthExceeded when max_queue_depth are pending.
+  // An expiry beyond max_ttl is cut to it; one already past is accepted and expires at the next
+  // receive or sweep (Expired feedback where asked). Durable on return; returns the sequence number.
   result<std::uint64_t> send(std::string_view device_id, outgoing m);
   // Drops every pending message of the device (Purged feedback where asked); returns how many.
   // DeviceNotFound when the device does not exist.
@@ -189,8 +190,18 @@ class service {
 
   // With mutex_ held: removes the entry (storage and memory) and records feedback per its ack.
   result<void> settle_locked(queue& q, std::map<std::uint64_t, entry>::iterator it, std::optional<outcome> fb,
-                             std::vector<std::string>* notify_devices, bool* notify_feedback);
-  entry* find_locked(std::string_view device_id, std::string_view lock_token, queue** q_out);
+                             bool* notify_feedback);
+  using queue_map = std::unordered_map<std::string, queue>;
+  struct held {
+    queue_map::iterator q;
+    std::map<std::uint64_t, entry>::iterator it;
+  };
+  // With mutex_ held: the message a device's lock token names, while the lock holds. A lapsed
+  // lock is released here (*released = true: the message is receivable again) and reported
+  // lost, like an unknown token.
+  result<held> hold(std::string_view device_id, std::string_view lock_token, bool* released);
+  // complete and reject: settle a held message with the outcome's feedback.
+  result<void> settle(std::string_view device_id, std::string_view lock_token, outcome o);
   void notify(const std::vector<std::string>& devices, bool feedback);
 
   storage::kv& kv_;
@@ -201,7 +212,7 @@ class service {
   feedback_notifier feedback_notifier_;
 
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, queue> queues_;     // only devices with pending messages
+  queue_map queues_;                                  // only devices with pending messages
   std::map<std::uint64_t, stored_feedback> feedback_; // by sequence number
   // One hub-wide counter numbers messages and feedback records; stored with each write that uses
   // it, so numbers are never reused, across restarts too.

@@ -109,6 +109,22 @@ TEST(config, event_log_options) {
   EXPECT_EQ(parse_exits({"--retention", "soon"}).code, 2);
 }
 
+TEST(config, c2d_options) {
+  const config defaults = parse_ok({"--data", "/tmp/h1"});
+  EXPECT_EQ(defaults.c2d_ttl, std::chrono::hours(1));
+  EXPECT_EQ(defaults.c2d_max_delivery_count, 10u);
+  EXPECT_EQ(defaults.c2d_feedback_ttl, std::chrono::hours(1));
+  const config cfg = parse_ok(
+      {"--data", "/tmp/h1", "--c2d-ttl", "2d", "--c2d-max-delivery-count", "3", "--c2d-feedback-ttl", "90s"});
+  EXPECT_EQ(cfg.c2d_ttl, std::chrono::hours(48));
+  EXPECT_EQ(cfg.c2d_max_delivery_count, 3u);
+  EXPECT_EQ(cfg.c2d_feedback_ttl, std::chrono::seconds(90));
+  EXPECT_EQ(parse_exits({"--c2d-ttl", "30s"}).code, 2) << "below IoT Hub's minute";
+  EXPECT_EQ(parse_exits({"--c2d-ttl", "3d"}).code, 2) << "above IoT Hub's two days";
+  EXPECT_EQ(parse_exits({"--c2d-max-delivery-count", "0"}).code, 2);
+  EXPECT_EQ(parse_exits({"--c2d-max-delivery-count", "101"}).code, 2);
+}
+
 TEST(config, durations) {
   EXPECT_EQ(parse_duration("90s"), std::chrono::seconds(90));
   EXPECT_EQ(parse_duration("30m"), std::chrono::minutes(30));
