@@ -1,0 +1,130 @@
+#pragma once
+// Device and module twins (protocol/semantics.md §3, service.md §3.3, device.md §3.4 and §4.7):
+// the documents, durable in storage::kv, with IoT Hub's versions, metadata, etags and limits.
+//
+// Service side (REST /twins/{id}[/modules/{mid}]): get, update (PATCH: merge of tags and desired),
+// replace (PUT: tags and desired replaced), each with If-Match on the twin's etag. Device side
+// (MQTT $iothub/twin/..., the AMQP twin link): the {desired, reported} view and reported patches.
+// A desired change is handed to the desired listener (the composition root pushes it to the
+// identity's connection); every change is also a twin change event (routing's twinChangeEvents).
+//
+// A twin exists while its identity does: it is made on first write and dropped when the device or
+// module is deleted (on_registry_change; a stored twin of an older generation is never shown).
+// The twin's "version" counts every change; its etag is that version, base64 of 8 big-endian
+// bytes, as IoT Hub's look ("AAAAAAAAAAE=").
+//
+// Owner: hub (the composition root). Thread safety: every method may be called from any thread;
+// writes are serialised by one mutex and synced before they return. Listeners run after the write,
+// outside the lock, on the calling thread: keep them short.
+#include "base/clock.hpp"
+#include "base/error.hpp"
+#include "domain/twins/document.hpp"
+#include "storage/kv.hpp"
+
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hub::registry {
+class service;
+struct change;
+}  // namespace hub::registry
+
+namespace hub::twins {
+
+// A device ("d1", "") or one of its modules ("d1", "m1").
+struct identity {
+  std::string device_id;
+  std::string module_id;
+};
+
+// A change as routing's twinChangeEvents carry it: the operation ("updateTwin" for a merge,
+// "replaceTwin" for a replacement) and the body IoT Hub sends, e.g.
+// {"version":4,"properties":{"desired":{"x":1,"$version":3}}} or {"version":5,"tags":{...}}.
+struct twin_change {
+  identity who;
+  std::string operation;
+  bj::object body;
+  sys_time at{};
+};
+
+struct options {
+  limits lim;
+  std::size_t recent_changes = 1024;  // how many change events recent_changes() keeps
+};
+
+class service {
+ public:
+  // A desired-properties change for a connected identity: the patch as devices receive it
+  // (the changed members, or the whole desired section after a replace, plus "$version").
+  using desired_listener = std::function<void(const identity& who, const bj::object& patch)>;
+  using change_listener = std::function<void(const twin_change& c)>;
+
+  service(storage::kv& kv, registry::service& registry, const clock& clk, options opt = {});
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  // Set before serving; not synchronised.
+  void set_desired_listener(desired_listener fn) { desired_listener_ = std::move(fn); }
+  void set_change_listener(change_listener fn) { change_listener_ = std::move(fn); }
+
+  // --- service side: the whole document as GET /twins/{id} returns it ---
+  // DeviceNotFound / ModuleNotFound for an unknown identity.
+  result<bj::object> get(const identity& who);
+  // PATCH: `body` may hold "tags" and "properties": {"desired": ...}, each merged (null deletes).
+  // ArgumentInvalid for other writable parts (reported properties belong to the device), broken
+  // keys or values, or a section over its size; PreconditionFailed when If-Match does not match.
+  result<bj::object> update(const identity& who, const bj::value& body, const std::optional<std::string>& if_match);
+  // PUT: tags and desired replaced by the body's (absent = emptied), reported kept.
+  result<bj::object> replace(const identity& who, const bj::value& body, const std::optional<std::string>& if_match);
+
+  // --- device side ---
+  // {"desired": {..., "$version": n}, "reported": {..., "$version": m}}: no tags, no metadata.
+  result<bj::object> device_view(const identity& who);
+  // Merges a reported patch; returns the reported section's new $version.
+  result<std::int64_t> patch_reported(const identity& who, const bj::value& patch);
+
+  // A deleted device (with its modules) or module loses its twin.
+  void on_registry_change(const registry::change& c);
+
+  // The last options::recent_changes change events, oldest first.
+  std::vector<twin_change> recent_changes() const;
+
+ private:
+  struct record {
+    std::string generation_id;
+    std::int64_t version = 1;
+    bj::object tags;
+    bj::object desired;
+    bj::object reported;
+  };
+  struct identity_info;  // what the registry says about the identity (service.cpp)
+
+  result<identity_info> lookup(const identity& who);
+  // The stored twin, or a fresh one when none is stored (or one of an older generation).
+  result<record> load(const identity& who, const std::string& generation_id);
+  result<void> store(const identity& who, const record& r);
+  result<bj::object> write(const identity& who, const bj::value& body, const std::optional<std::string>& if_match,
+                           bool replacing);
+  bj::object document(const identity_info& info, const record& r) const;
+  void publish(const identity& who, std::optional<bj::object> desired_patch, twin_change change);
+
+  storage::kv& kv_;
+  registry::service& registry_;
+  const clock& clock_;
+  options options_;
+  desired_listener desired_listener_;
+  change_listener change_listener_;
+  std::mutex write_mutex_;
+  mutable std::mutex changes_mutex_;
+  std::deque<twin_change> changes_;
+};
+
+// The etag of a twin version: base64 of its 8 big-endian bytes.
+std::string etag_of(std::int64_t version);
+
+}  // namespace hub::twins
