@@ -1,13 +1,16 @@
 // hubd: the daemon. Parses the configuration, prepares the data folder (identity, certificates,
 // database), wires the domain services to the protocol heads and serves until SIGTERM/SIGINT.
 #include "base/clock.hpp"
+#include "base/json.hpp"
 #include "base/log.hpp"
 #include "domain/auth/service.hpp"
 #include "domain/c2d/service.hpp"
 #include "domain/certificates/service.hpp"
 #include "domain/connections/connection_table.hpp"
+#include "domain/methods/service.hpp"
 #include "domain/registry/service.hpp"
 #include "domain/telemetry/service.hpp"
+#include "domain/twins/service.hpp"
 #include "heads/amqp/partition_watch.hpp"
 #include "heads/amqp/services.hpp"
 #include "heads/http/router.hpp"
@@ -167,12 +170,21 @@ int run(const config& cfg) {
   c2d.set_device_notifier([&connections](std::string_view device_id) {
     if (auto link = connections.find({std::string(device_id), {}})) link->c2d_available();
   });
+  twins::service twins(**kv, registry, clk);
+  // A desired change reaches the identity's connection, if it is subscribed to them.
+  twins.set_desired_listener([&connections](const twins::identity& who, const boost::json::object& patch) {
+    if (auto link = connections.find({who.device_id, who.module_id})) link->desired_properties(json::serialize(patch));
+  });
+  methods::service methods(
+      registry, [&connections](const methods::identity& who) { return connections.find({who.device_id, who.module_id}); },
+      clk);
   // Deleting or disabling an identity ends its connections, as IoT Hub does (every registry path,
-  // bulk included); a deleted identity's persistent sessions and C2D queue go too.
-  registry.set_change_listener([&connections, &mqtt_sessions, &c2d](const registry::change& c) {
+  // bulk included); a deleted identity's persistent sessions, C2D queue and twin go too.
+  registry.set_change_listener([&connections, &mqtt_sessions, &c2d, &twins](const registry::change& c) {
     connections.on_registry_change(c);
     if (c.what != registry::change::kind::device_disabled) mqtt_sessions.forget(c.device_id, c.module_id);
     c2d.on_registry_change(c);
+    twins.on_registry_change(c);
   });
   telemetry::service telemetry(**events);
   certificates::service certs(**kv, registry, clk);
@@ -206,6 +218,7 @@ int run(const config& cfg) {
   listeners net(std::move(opts), router, clk, &mqtt, &amqp);
   // After `net`, so it stops first: the sweep's notifications reach connections on net's threads.
   periodic c2d_sweep(std::chrono::seconds(1), [&c2d] { c2d.sweep(); });
+  periodic method_timeouts(std::chrono::milliseconds(100), [&methods] { methods.sweep(); });
 
   std::vector<std::string> bound;
   for (const bound_endpoint& ep : net.endpoints()) bound.push_back(ep.to_string());

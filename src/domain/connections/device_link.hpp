@@ -9,6 +9,13 @@
 
 namespace hub::messaging {
 
+// A direct method call as a connection delivers it.
+struct method_call {
+  std::string request_id;  // the hub's; the device echoes it ($rid / correlation-id)
+  std::string name;
+  std::string payload;     // JSON text, never empty ("null" when the caller gave none)
+};
+
 class device_link {
  public:
   virtual ~device_link() = default;
@@ -24,9 +31,18 @@ class device_link {
   // off its I/O thread; others ignore it. Spurious calls are harmless: receive() may find nothing.
   virtual void c2d_available() {}
 
-  // Later issues add the traffic to the device here, each completing asynchronously:
-  //   push a desired-properties patch,
-  //   invoke a direct method (the reply comes back through the methods service).
+  // A direct method call for this identity (methods::service). Returns false at once when the
+  // connection does not take method calls (MQTT not subscribed to $iothub/methods/POST/#, no AMQP
+  // methods links): the caller then answers DeviceNotOnline. Otherwise the head sends it (MQTT
+  // $iothub/methods/POST/<name>/?$rid=<request_id>, AMQP IoThub-methodname + correlation-id) and
+  // hands the device's answer to methods::service::respond with the same request_id.
+  virtual bool invoke_method(const method_call& call) { return false; }
+
+  // A desired-properties change (twins::service's desired listener): the JSON patch with
+  // "$version", as the device receives it. A connection subscribed to desired changes (MQTT
+  // $iothub/twin/PATCH/properties/desired/#, AMQP twin notifications enabled) sends it; others
+  // ignore it (devices fetch the whole twin after reconnecting, as IoT Hub expects).
+  virtual void desired_properties(std::string patch_json) {}
 };
 
 }  // namespace hub::messaging
