@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <exception>
+#include <optional>
 
 namespace hub::server {
 namespace asio = boost::asio;
@@ -227,6 +228,9 @@ beast_response too_large(unsigned version, const session_context& ctx) {
 asio::awaitable<session_end> run_http_session(tls_stream& stream, beast::flat_buffer& buffer, const session_context& ctx,
                                               const connection_info& conn) {
   auto& tcp_layer = beast::get_lowest_layer(stream);
+  // What the client presented in the handshake, for X.509 devices on the device API. Read once:
+  // the connection's certificates cannot change (no renegotiation, no session resumption).
+  std::optional<certificates::client_chain> peer_chain;
   for (std::uint64_t n_requests = 0;; ++n_requests) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(ctx.limits.max_header_bytes));
@@ -317,6 +321,8 @@ asio::awaitable<session_end> run_http_session(tls_stream& stream, beast::flat_bu
     const auto started = std::chrono::steady_clock::now();
 
     http::request hub_req = to_hub_request(std::move(req));
+    if (!peer_chain) peer_chain = certificates::client_chain_of(stream.native_handle());
+    hub_req.client_certificates = &*peer_chain;
     http::response res = co_await route_off_thread(ctx, hub_req);
 
     const int status = res.status;

@@ -1,5 +1,6 @@
-// The REST router: target parsing, route matching, authorisation, and the never-throw boundary.
-// Handlers live in per-area files (registry_routes.cpp) as rows of a route table.
+// The REST router: target parsing, route matching, authorisation (service policies, or the device
+// a device route names), and the never-throw boundary. Handlers live in per-area files
+// (registry_routes.cpp, device_routes.cpp...) as rows of a route table.
 #include "heads/http/router.hpp"
 
 #include "base/json.hpp"
@@ -146,8 +147,8 @@ bool match_pattern(std::string_view pattern, const std::vector<std::string>& seg
 }
 
 // Every route table of the REST API; later areas (twins, jobs, methods) add theirs here.
-std::array<std::span<const route>, 2> route_tables() {
-  return {detail::registry_routes(), detail::certificate_routes()};
+std::array<std::span<const route>, 3> route_tables() {
+  return {detail::registry_routes(), detail::certificate_routes(), detail::device_routes()};
 }
 
 struct lookup {
@@ -218,12 +219,104 @@ void log_refused(const request& req, const parsed_target& t, std::string_view to
                  loggable(why.message));
 }
 
+// Logs a refused device credential (a device route) without the token or certificate.
+void log_refused_device(const request& req, const parsed_target& t, std::string_view how, const error& why) {
+  logger()->warn("refused {} {}: {} ({})", loggable(req.method), loggable(t.path), how, loggable(why.message));
+}
+
+std::string_view credential_kind(std::string_view token) {
+  auto parsed = auth::parse_sas_token(token);
+  if (!parsed) return "unparsable token";
+  return parsed->key_name.empty() ? "device-scoped token" : "policy token";
+}
+
+// A device route: the caller must prove to be the identity its path names, with that identity's
+// SAS token (or a policy token with DeviceConnect), or else the client certificate of the TLS
+// connection. nullopt when it did (`out` says how); else the response to send.
+//
+// IoT Hub's HTTPS API answers 404 DeviceNotFound for an identity that does not exist, and for a
+// disabled one (azure-iot-sdk-node#777: a deleted device's sendEvent gets DeviceNotFoundError;
+// azure-iot-sdk-c#1507: a disabled device gets 404), so the identity is looked up first. One text
+// for both, so that a caller without a credential learns no more than "not usable".
+std::optional<response> authenticate_device_route(const request& req, const parsed_target& t, const services& s,
+                                                  const captures& ids, detail::device_caller& out) {
+  const auto not_usable = [&] {
+    return detail::error_of(errc::device_not_found,
+                            fmt::format("The device '{}' does not exist or is disabled", ids.device_id), s.clk);
+  };
+  auto dev = s.registry.get_device(ids.device_id);
+  if (!dev) return dev.error().code == errc::device_not_found ? not_usable() : error_response(dev.error(), s.clk);
+  if (dev->status == registry::device_status::disabled) return not_usable();
+  out.generation_id = dev->generation_id;
+  if (!ids.module_id.empty()) {
+    auto mod = s.registry.get_module(ids.device_id, ids.module_id);
+    if (!mod) {
+      if (mod.error().code != errc::module_not_found) return error_response(mod.error(), s.clk);
+      return detail::error_of(errc::module_not_found,
+                              fmt::format("The module '{}' of device '{}' does not exist", ids.module_id, ids.device_id),
+                              s.clk);
+    }
+    out.generation_id = mod->generation_id;
+  }
+
+  const std::string_view token = text::trim(req.header("Authorization").value_or(std::string_view{}));
+  if (!token.empty()) {
+    auto who = s.auth.authenticate_device(token, ids.device_id, ids.module_id);
+    if (!who) {
+      if (who.error().code != errc::unauthorized) return error_response(who.error(), s.clk);
+      log_refused_device(req, t, credential_kind(token), who.error());
+      return detail::error_of(errc::unauthorized, "Unauthorized", s.clk);
+    }
+    const auto parsed = auth::parse_sas_token(token);
+    out.method = parsed && !parsed->key_name.empty() ? telemetry::auth_method::policy : telemetry::auth_method::sas;
+    return std::nullopt;
+  }
+
+  const certificates::client_chain* chain = req.client_certificates;
+  if (chain == nullptr || chain->leaf.empty()) {
+    log_refused_device(req, t, "no credential",
+                       make_error(errc::unauthorized, "no Authorization header and no client certificate"));
+    return detail::error_of(errc::unauthorized, "Unauthorized", s.clk);
+  }
+  auto proved = s.certificates.authenticate_device(*chain, ids.device_id, ids.module_id);
+  if (!proved) {
+    if (proved.error().code != errc::unauthorized) return error_response(proved.error(), s.clk);
+    log_refused_device(req, t, "client certificate", proved.error());
+    return detail::error_of(errc::unauthorized, "Unauthorized", s.clk);
+  }
+  out.method = proved->method == registry::auth_type::certificate_authority ? telemetry::auth_method::x509_ca
+                                                                             : telemetry::auth_method::x509_self_signed;
+  return std::nullopt;
+}
+
 response invalid_id(std::string_view id, const clock& clk) {
   return detail::error_of(errc::argument_invalid,
                           fmt::format("The id '{}' is invalid: ids have 1 to 128 characters among letters, digits "
                                       "and - . + % _ # * ? ! ( ) , = @ $ ' :",
                                       id.substr(0, 128)),
                           clk);
+}
+
+// Ids are checked once for every route: what IoT Hub accepts as an id is one rule.
+std::optional<response> check_ids(const route& r, const captures& ids, const clock& clk) {
+  if (r.pattern.find("{id}") != std::string_view::npos && !registry::valid_id(ids.device_id)) {
+    return invalid_id(ids.device_id, clk);
+  }
+  if (r.pattern.find("{mid}") != std::string_view::npos && !registry::valid_id(ids.module_id)) {
+    return invalid_id(ids.module_id, clk);
+  }
+  return std::nullopt;
+}
+
+// A device route: ids first (they are looked up), then the device's credential.
+response route_device(const request& req, const services& s, const parsed_target& t, const lookup& l) {
+  const route& r = *l.found;
+  if (auto bad = check_ids(r, l.ids, s.clk)) return std::move(*bad);
+  detail::device_caller caller;
+  if (auto refused = authenticate_device_route(req, t, s, l.ids, caller)) return std::move(*refused);
+  detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, t.query, l.ids.name};
+  ctx.caller = &caller;
+  return r.handle(ctx);
 }
 
 response route_unguarded(const request& req, const services& s) {
@@ -241,6 +334,7 @@ response route_unguarded(const request& req, const services& s) {
     return r;
   }
   const route& r = *l.found;
+  if (r.needed == auth::permission::device_connect) return route_device(req, s, *target, l);
 
   const std::string_view token = text::trim(req.header("Authorization").value_or(std::string_view{}));
   if (token.empty()) {
@@ -256,13 +350,7 @@ response route_unguarded(const request& req, const services& s) {
     return detail::error_of(errc::unauthorized, "Unauthorized", s.clk);
   }
 
-  // Ids are checked once here for every route: what IoT Hub accepts as an id is one rule.
-  if (r.pattern.find("{id}") != std::string_view::npos && !registry::valid_id(l.ids.device_id)) {
-    return invalid_id(l.ids.device_id, s.clk);
-  }
-  if (r.pattern.find("{mid}") != std::string_view::npos && !registry::valid_id(l.ids.module_id)) {
-    return invalid_id(l.ids.module_id, s.clk);
-  }
+  if (auto bad = check_ids(r, l.ids, s.clk)) return std::move(*bad);
 
   const detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, target->query, l.ids.name};
   return r.handle(ctx);

@@ -1,7 +1,9 @@
 #pragma once
-// The service REST API of IoT Hub as a pure function: a parsed request in, a response out.
-// No sockets, no Beast: the Beast session (session.cpp) converts to and from these structs and
-// calls route() off the I/O threads, because the domain services block on storage.
+// IoT Hub's REST API as a pure function: a parsed request in, a response out. The service API
+// (registry, certificates, C2D purge) and the device API (telemetry, C2D receive and settlement).
+// No sockets, no Beast: the Beast session (server/http_session.cpp) converts to and from these
+// structs and calls route() off the I/O threads, because the domain services block on storage
+// (and telemetry waits until its message is durable).
 #include "base/clock.hpp"
 #include "domain/auth/service.hpp"
 #include "domain/certificates/service.hpp"
@@ -16,6 +18,12 @@
 namespace hub::connections {
 class connection_table;
 }
+namespace hub::telemetry {
+class service;
+}
+namespace hub::c2d {
+class service;
+}
 
 namespace hub::http {
 
@@ -24,8 +32,11 @@ struct request {
   std::string target;   // path and query as received, e.g. "/devices/dev%201?api-version=2021-04-12"
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // The certificates the client presented in the TLS handshake of this connection (X.509 devices
+  // authenticate with them instead of an Authorization header); null or empty when none.
+  const certificates::client_chain* client_certificates = nullptr;
 
-  // Case-insensitive header lookup; nullopt when absent.
+  // Case-insensitive header lookup (the first occurrence); nullopt when absent.
   std::optional<std::string_view> header(std::string_view name) const;
 };
 
@@ -42,6 +53,8 @@ struct services {
   const clock& clk;
   certificates::service& certificates;
   const connections::connection_table* connections = nullptr;  // connectedDeviceCount; null: 0
+  telemetry::service* telemetry = nullptr;  // device telemetry; null: 503
+  c2d::service* c2d = nullptr;              // C2D receive, settlement and purge; null: 503
 };
 
 class router {
