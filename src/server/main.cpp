@@ -11,6 +11,7 @@
 #include "domain/registry/service.hpp"
 #include "domain/telemetry/service.hpp"
 #include "domain/twins/service.hpp"
+#include "heads/amqp/feedback_watch.hpp"
 #include "heads/amqp/partition_watch.hpp"
 #include "heads/amqp/services.hpp"
 #include "heads/http/router.hpp"
@@ -161,7 +162,10 @@ int run(const config& cfg) {
   c2d_opts.default_ttl = cfg.c2d_ttl;
   c2d_opts.max_delivery_count = cfg.c2d_max_delivery_count;
   c2d_opts.feedback_ttl = cfg.c2d_feedback_ttl;
+  // Feedback records for the service: every AMQP feedback receiver waiting for them wakes.
+  amqp_head::feedback_watch feedback_watch;
   c2d::service c2d(**kv, registry, clk, c2d_opts);
+  c2d.set_feedback_notifier([&feedback_watch] { feedback_watch.notify(); });
   if (auto loaded = c2d.load(); !loaded)
     throw startup_error(fmt::format("cannot read the cloud-to-device queues: {}", loaded.error().message));
   registry.set_c2d_counter([&c2d](std::string_view device_id) { return c2d.pending(device_id); });
@@ -202,7 +206,8 @@ int run(const config& cfg) {
   // The Event Hubs-compatible endpoint reads the same log; its receivers wait on this watch.
   amqp_head::partition_watch event_watch(**events);
   event_watch.set_consumer_groups(cfg.consumer_groups);
-  const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch, &certs};
+  const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch, &certs, &c2d,
+                                 &feedback_watch};
   // The REST API: the service side, and the device side (telemetry, C2D over HTTPS).
   http::router router(http::services{registry, auth, clk, certs, &connections, &telemetry, &c2d});
   periodic retention(std::chrono::minutes(1), [&log, &events, &clk] {

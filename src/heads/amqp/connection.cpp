@@ -32,6 +32,7 @@ std::string identity_text(const std::string& device_id, const std::string& modul
 
 std::string key_of(const std::string& device_id, const std::string& module_id) { return device_id + "/" + module_id; }
 
+
 // The attach's com.microsoft:epoch (an AMQP long; any integer is taken). Nothing when absent;
 // false when present but not an integer.
 bool read_epoch(const std::map<proton::symbol, proton::value>& props, std::optional<std::int64_t>& epoch) {
@@ -118,7 +119,7 @@ void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out
                      [&](amqp::link_closed& e) {
                        auto it = links_.find(e.link);
                        if (it == links_.end()) return;
-                       const link_state s = std::move(it->second);
+                       link_state s = std::move(it->second);
                        links_.erase(it);
                        if (e.error) log_->debug("{}: link closed: {}", log_id_, e.error.what());
                        if (s.kind == link_kind::partition)
@@ -129,13 +130,14 @@ void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out
                      [&](amqp::credit_available& e) {
                        auto it = links_.find(e.link);
                        if (it == links_.end()) return;
-                       if (it->second.kind == link_kind::partition) {
-                         pump_partition(e.link, out);
-                       } else {
-                         flush_replies(e.link);
+                       switch (it->second.kind) {
+                         case link_kind::partition: pump_partition(e.link, out); break;
+                         case link_kind::device_c2d: pull_c2d(e.link, out); break;
+                         case link_kind::service_feedback: pull_feedback(e.link, out); break;
+                         default: flush_replies(e.link); break;
                        }
                      },
-                     [&](amqp::delivery_updated&) {},
+                     [&](amqp::delivery_updated& e) { on_delivery_updated(e, out); },
                      [&](amqp::connection_closed& e) {
                        if (e.error) {
                          log_->info("{}: closed by the client: {}", log_id_, e.error.what());
@@ -145,6 +147,8 @@ void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out
                      },
                      [&](amqp::transport_closed& e) {
                        if (e.error) log_->info("{}: AMQP transport closed: {}", log_id_, e.error.what());
+                       // Nothing more can be sent or settled here: what is locked goes back.
+                       release_locks(out);
                      },
                  },
                  ev);
@@ -170,7 +174,16 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
     driver_.accept_link(e.link, e.we_receive ? opts_.cbs_credit : 0);
     return;
   }
-  if (addr.what == link_address::kind::telemetry && e.we_receive) {
+  if (addr.what == link_address::kind::c2d && (e.we_receive || !addr.module_id.empty())) {
+    // IoT Hub sends cloud-to-device messages to devices only, on a receiver of theirs.
+    log_->info("{}: link to '{}' refused: {}", log_id_, address,
+               e.we_receive ? "a sender to a devicebound node" : "modules do not receive cloud-to-device messages");
+    driver_.refuse_link(e.link, amqp::condition("amqp:not-allowed", e.we_receive ? "Send to '" + address + "'"
+                                                                                 : "Modules do not receive cloud-to-device messages"));
+    return;
+  }
+  const bool device_link = (addr.what == link_address::kind::telemetry && e.we_receive) || addr.what == link_address::kind::c2d;
+  if (device_link) {
     const std::string* aud = grant_for(addr.device_id, addr.module_id);
     if (aud != nullptr) {
       accept_device_link(e.link, e.name, addr, *aud, out);
@@ -188,7 +201,7 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
       waiting.push_back(pending_link{e.link, e.name, addr});
       return;
     }
-    log_->info("{}: telemetry link for {} refused: no valid token for it", log_id_,
+    log_->info("{}: link to '{}' for {} refused: no valid token for it", log_id_, address,
                identity_text(addr.device_id, addr.module_id));
     driver_.refuse_link(e.link, amqp::condition("amqp:unauthorized-access",
                                                 "No valid SAS token for " + identity_text(addr.device_id, addr.module_id) +
@@ -232,7 +245,9 @@ void connection::on_service_link(amqp::link_requested& e, const std::string& add
     return;
   }
   link_state s;
-  s.kind = devicebound ? link_kind::service_c2d : link_kind::service_receiver;
+  s.kind = devicebound ? link_kind::service_c2d
+           : text::iequals(address, "/messages/serviceBound/feedback") ? link_kind::service_feedback
+                                                                       : link_kind::service_receiver;
   s.name = e.name;
   s.target = e.target;
   s.audience = *aud;
@@ -244,16 +259,19 @@ void connection::on_service_link(amqp::link_requested& e, const std::string& add
 void connection::accept_device_link(amqp::link_id link, const std::string& name, const link_address& addr,
                                     const std::string& aud, std::vector<work>& out) {
   const grant& g = grants_.at(aud);
+  const bool c2d = addr.what == link_address::kind::c2d;
   link_state s;
-  s.kind = link_kind::telemetry;
+  s.kind = c2d ? link_kind::device_c2d : link_kind::telemetry;
   s.name = name;
   s.audience = aud;
   s.identity_kind = g.who;
   s.device_id = addr.device_id;
   s.module_id = addr.module_id;
   links_.emplace(link, std::move(s));
-  log_->debug("{}: telemetry link for {} attached", log_id_, identity_text(addr.device_id, addr.module_id));
-  driver_.accept_link(link, opts_.telemetry_credit);
+  log_->debug("{}: {} link for {} attached", log_id_, c2d ? "cloud-to-device" : "telemetry",
+              identity_text(addr.device_id, addr.module_id));
+  // A devicebound link is one we send on: the device's credit drives it (credit_available).
+  driver_.accept_link(link, c2d ? 0 : opts_.telemetry_credit);
   identity_state& id = identities_[key_of(addr.device_id, addr.module_id)];
   ++id.links;
   if (!id.attached && !id.attaching) {
@@ -300,13 +318,9 @@ void connection::on_message(amqp::message_received& e, std::vector<work>& out) {
     case link_kind::cbs_requests: on_cbs_request(e, out); return;
     case link_kind::mgmt_requests: on_management_request(e, out); return;
     case link_kind::telemetry: on_telemetry(it->second, e, out); return;
-    case link_kind::service_c2d:
-      // Until cloud-to-device messaging exists: each send fails clearly (NotImplementedError).
-      log_->info("{}: cloud-to-device message rejected: not implemented yet", log_id_);
-      driver_.settle(e.delivery, amqp::outcome::rejected,
-                     amqp::condition("amqp:not-implemented", "Cloud-to-device messages are not implemented yet"));
-      driver_.grant(e.link, 1);
-      return;
+    case link_kind::service_c2d: on_c2d_send(it->second, e, out); return;
+    case link_kind::device_c2d:
+    case link_kind::service_feedback:
     case link_kind::service_receiver:
     case link_kind::cbs_replies:
     case link_kind::mgmt_replies:
@@ -431,6 +445,178 @@ void connection::telemetry_appended(std::uint64_t ticket, result<void> r, std::v
   driver_.grant(p.link, 1);  // ignored when the link has gone
   driver_.poll(events_);
   handle(events_, out);
+}
+
+void connection::on_c2d_send(const link_state& link, amqp::message_received& e, std::vector<work>& out) {
+  if (grants_.find(link.audience) == grants_.end()) {
+    driver_.settle(e.delivery, amqp::outcome::rejected,
+                   amqp::condition("amqp:unauthorized-access", "The SAS token for this link has expired"));
+    return;
+  }
+  auto r = to_c2d(e.message);
+  if (!r) {
+    log_->info("{}: cloud-to-device message rejected: {}", log_id_, r.error().message);
+    driver_.settle(e.delivery, amqp::outcome::rejected, condition_for(r.error()));
+    driver_.grant(e.link, 1);
+    return;
+  }
+  const std::uint64_t ticket = ++next_ticket_;
+  c2d_sends_.emplace(ticket, pending_append{e.link, e.delivery});
+  out.push_back(c2d_send_work{ticket, std::move(r->device_id), std::move(r->message)});
+}
+
+void connection::c2d_sent(std::uint64_t ticket, result<void> r, std::vector<work>& out) {
+  auto it = c2d_sends_.find(ticket);
+  if (it == c2d_sends_.end()) return;
+  const pending_append p = it->second;
+  c2d_sends_.erase(it);
+  if (r) {
+    driver_.settle(p.delivery, amqp::outcome::accepted);
+  } else {
+    log_->debug("{}: cloud-to-device message refused: {}", log_id_, r.error().message);
+    driver_.settle(p.delivery, amqp::outcome::rejected, condition_for(r.error()));
+  }
+  driver_.grant(p.link, 1);  // ignored when the link has gone
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::pull_c2d(amqp::link_id link, std::vector<work>& out) {
+  auto it = links_.find(link);
+  if (it == links_.end() || it->second.kind != link_kind::device_c2d) return;
+  link_state& s = it->second;
+  if (s.pulling) {
+    s.pull_again = true;  // the answer may predate what made us look
+    return;
+  }
+  const int credit = driver_.credit(link);
+  if (credit <= 0) return;  // credit_available pulls again
+  s.pulling = true;
+  s.pull_again = false;
+  s.pull_max = std::min<std::size_t>(static_cast<std::size_t>(credit), opts_.max_c2d_per_receive);
+  out.push_back(c2d_receive_work{link, s.device_id, s.pull_max});
+}
+
+void connection::c2d_received(amqp::link_id link, std::vector<c2d::delivery> deliveries, std::vector<work>& out) {
+  auto it = links_.find(link);
+  if (it == links_.end() || it->second.kind != link_kind::device_c2d) {
+    // The link went away meanwhile: nobody will settle these.
+    for (const c2d::delivery& d : deliveries)
+      out.push_back(c2d_settle_work{c2d_action::unlock, d.device_id, d.lock_token});
+    return;
+  }
+  link_state& s = it->second;
+  s.pulling = false;
+  for (const c2d::delivery& d : deliveries) {
+    // Unsettled: the device's disposition settles it (complete, reject, abandon).
+    const auto id = driver_.send(link, c2d_message(d));
+    if (!id) {
+      out.push_back(c2d_settle_work{c2d_action::unlock, d.device_id, d.lock_token});
+      continue;
+    }
+    s.locks.emplace(*id, d.lock_token);
+  }
+  log_->debug("{}: {} cloud-to-device message(s) sent to device '{}'", log_id_, deliveries.size(), s.device_id);
+  // A full answer may have left more behind; a notification during the receive may be news.
+  if (deliveries.size() >= s.pull_max || s.pull_again) pull_c2d(link, out);
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::c2d_available(const std::string& device_id, std::vector<work>& out) {
+  for (auto& [id, s] : links_) {
+    if (s.kind == link_kind::device_c2d && s.device_id == device_id) pull_c2d(id, out);
+  }
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::pull_feedback(amqp::link_id link, std::vector<work>& out) {
+  auto it = links_.find(link);
+  if (it == links_.end() || it->second.kind != link_kind::service_feedback) return;
+  link_state& s = it->second;
+  if (s.pulling || s.feedback_waiting) return;
+  if (driver_.credit(link) <= 0 || s.locks.size() >= opts_.max_feedback_unsettled) return;
+  s.pulling = true;
+  out.push_back(feedback_receive_work{link});
+}
+
+void connection::feedback_received(amqp::link_id link, std::optional<c2d::feedback_batch> b, std::uint64_t generation,
+                                   std::vector<work>& out) {
+  auto it = links_.find(link);
+  if (it == links_.end() || it->second.kind != link_kind::service_feedback) {
+    if (b) out.push_back(feedback_settle_work{false, b->lock_token});
+    return;
+  }
+  link_state& s = it->second;
+  s.pulling = false;
+  if (!b) {
+    s.feedback_waiting = true;
+    out.push_back(feedback_wait_work{link, generation});
+    return;
+  }
+  // Unsettled: the service SDK accepts it on arrival, which completes the batch.
+  const auto id = driver_.send(link, feedback_message(*b, opts_.hub_name));
+  if (!id) {
+    out.push_back(feedback_settle_work{false, b->lock_token});
+  } else {
+    log_->debug("{}: feedback batch of {} record(s) sent", log_id_, b->records.size());
+    s.locks.emplace(*id, std::move(b->lock_token));
+    pull_feedback(link, out);
+  }
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::feedback_available(amqp::link_id link, std::vector<work>& out) {
+  auto it = links_.find(link);
+  if (it == links_.end() || it->second.kind != link_kind::service_feedback) return;
+  it->second.feedback_waiting = false;
+  pull_feedback(link, out);
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::on_delivery_updated(const amqp::delivery_updated& e, std::vector<work>& out) {
+  auto it = links_.find(e.link);
+  if (it == links_.end()) return;
+  link_state& s = it->second;
+  auto lock = s.locks.find(e.delivery);
+  if (lock == s.locks.end()) return;  // settled already (each outcome is final)
+  std::string token = std::move(lock->second);
+  s.locks.erase(lock);
+  if (s.kind == link_kind::device_c2d) {
+    // device.md §4.6: complete = accepted, reject = rejected, abandon = released (modified too).
+    c2d_action a = c2d_action::abandon;
+    if (e.state == amqp::outcome::accepted) a = c2d_action::complete;
+    if (e.state == amqp::outcome::rejected) a = c2d_action::reject;
+    out.push_back(c2d_settle_work{a, s.device_id, std::move(token)});
+    return;
+  }
+  if (s.kind == link_kind::service_feedback) {
+    // Accepted: the records are delivered. Rejected: dead-lettered, as IoT Hub treats a rejected
+    // message; the feedback queue has no dead-letter queue, so the records are dropped (giving
+    // them back would hand the same batch to a service that refuses it, again and again).
+    // Released or modified: given back, receivable again.
+    const bool done = e.state == amqp::outcome::accepted || e.state == amqp::outcome::rejected;
+    out.push_back(feedback_settle_work{done, std::move(token)});
+    pull_feedback(e.link, out);
+  }
+}
+
+void connection::release_link_locks(link_state& s, std::vector<work>& out) {
+  for (auto& [delivery, token] : s.locks) {
+    if (s.kind == link_kind::device_c2d) {
+      out.push_back(c2d_settle_work{c2d_action::unlock, s.device_id, std::move(token)});
+    } else {
+      out.push_back(feedback_settle_work{false, std::move(token)});
+    }
+  }
+  s.locks.clear();
+}
+
+void connection::release_locks(std::vector<work>& out) {
+  for (auto& [id, s] : links_) release_link_locks(s, out);
 }
 
 bool connection::event_hubs_granted(const std::string& entity_path) const {
@@ -625,8 +811,9 @@ void connection::partition_data(amqp::link_id link, std::vector<work>& out) {
   handle(events_, out);
 }
 
-void connection::link_gone(const link_state& s, const std::string& reason, std::vector<work>& out) {
-  if (s.kind != link_kind::telemetry) return;
+void connection::link_gone(link_state& s, const std::string& reason, std::vector<work>& out) {
+  release_link_locks(s, out);
+  if (s.kind != link_kind::telemetry && s.kind != link_kind::device_c2d) return;
   auto it = identities_.find(key_of(s.device_id, s.module_id));
   if (it == identities_.end() || --it->second.links > 0) return;
   // Its last link: the identity disconnects. While its attach is still running the detach waits
@@ -639,9 +826,10 @@ void connection::link_gone(const link_state& s, const std::string& reason, std::
 void connection::close_identity_links(const std::string& key, const proton::error_condition& error,
                                       std::vector<work>& out) {
   for (auto l = links_.begin(); l != links_.end();) {
-    if (l->second.kind == link_kind::telemetry && key_of(l->second.device_id, l->second.module_id) == key) {
+    const bool device_link = l->second.kind == link_kind::telemetry || l->second.kind == link_kind::device_c2d;
+    if (device_link && key_of(l->second.device_id, l->second.module_id) == key) {
       driver_.close_link(l->first, error);
-      const link_state s = std::move(l->second);
+      link_state s = std::move(l->second);
       l = links_.erase(l);
       link_gone(s, error.description(), out);
     } else {
@@ -667,6 +855,9 @@ void connection::identity_attached(const connections::identity& who, result<std:
   } else {
     it->second.attached = true;
     it->second.presence = std::move(*r);
+    // Notifications reach this connection through the table only from now on: look again, in
+    // case a message came while the attach ran.
+    if (who.module_id.empty()) c2d_available(who.device_id, out);
   }
   driver_.poll(events_);
   handle(events_, out);
@@ -698,11 +889,12 @@ void connection::expire_grants(std::vector<work>& out) {
     }
     log_->info("{}: the SAS token for '{}' expired; closing the links it authorised", log_id_, g->first);
     for (auto l = links_.begin(); l != links_.end();) {
-      const bool authorised = l->second.kind == link_kind::telemetry || l->second.kind == link_kind::service_c2d ||
-                              l->second.kind == link_kind::service_receiver;
+      const link_kind k = l->second.kind;
+      const bool authorised = k == link_kind::telemetry || k == link_kind::device_c2d || k == link_kind::service_c2d ||
+                              k == link_kind::service_feedback || k == link_kind::service_receiver;
       if (authorised && l->second.audience == g->first) {
         driver_.close_link(l->first, amqp::condition("amqp:unauthorized-access", "The SAS token for this link has expired"));
-        const link_state s = std::move(l->second);
+        link_state s = std::move(l->second);
         l = links_.erase(l);
         link_gone(s, "SAS token expired", out);
       } else {

@@ -18,6 +18,18 @@
 //   claim_partition   -> partition_watch::claim() (epoch rules), then partition_claimed(); a
 //                        receiver displaced later is ended by partition_stolen()
 //   release_partition -> partition_watch::release(); no answer
+//   c2d_send          -> c2d::service::send() (pool), then c2d_sent() once durable
+//   c2d_receive       -> c2d::service::receive() (pool), then c2d_received()
+//   c2d_settle        -> complete / reject / abandon / unlock (pool); no answer
+//   feedback_receive  -> feedback_watch::generation(), then c2d::service::receive_feedback()
+//                        (pool), then feedback_received()
+//   feedback_wait     -> feedback_watch::wait(), then feedback_available()
+//   feedback_settle   -> complete_feedback / abandon_feedback (pool); no answer
+// Cloud-to-device (service.md §6.3-6.4, device.md §4.3-4.6): the service SDK's sender to
+// /messages/devicebound queues each message (settled once durable); its feedback receiver gets
+// locked batches of feedback records while it has credit; a device's devicebound receiver gets
+// locked messages while it has credit, and its dispositions settle them. Locks held by a link
+// that goes away (or by a connection that ends) are given back: release_locks().
 // X.509 devices put no token: when the client presented a certificate, a device link for an
 // identity without a grant waits, unanswered, for the certificate check, as IoT Hub does.
 // The Event Hubs-compatible endpoint (service.md §7) is served on the same connections: CBS
@@ -30,6 +42,7 @@
 // back there. Lifecycle: one per accepted AMQP connection, owned by its session.
 #include "base/clock.hpp"
 #include "codec/amqp/driver.hpp"
+#include "domain/c2d/service.hpp"
 #include "domain/connections/connection_table.hpp"
 #include "domain/registry/presence.hpp"
 #include "domain/telemetry/message.hpp"
@@ -106,9 +119,44 @@ struct release_partition_work {
   std::uint32_t partition = 0;
   std::string consumer_group;
 };
+// The service SDK sent a C2D message for `device_id`.
+struct c2d_send_work {
+  std::uint64_t ticket = 0;
+  std::string device_id;
+  c2d::outgoing message;
+};
+// A device's devicebound receiver (`link`) has credit: lock up to `max` of its messages.
+struct c2d_receive_work {
+  amqp::link_id link = 0;
+  std::string device_id;
+  std::size_t max = 0;
+};
+enum class c2d_action : std::uint8_t { complete, reject, abandon, unlock };
+// A device settled a message (complete, reject, abandon), or the link that held its lock went
+// away (unlock).
+struct c2d_settle_work {
+  c2d_action action = c2d_action::unlock;
+  std::string device_id;
+  std::string lock_token;
+};
+// The service's feedback receiver (`link`) has credit: lock a batch of feedback records.
+struct feedback_receive_work {
+  amqp::link_id link = 0;
+};
+// There was none: wait for feedback_watch news newer than `generation` (what the receive saw).
+struct feedback_wait_work {
+  amqp::link_id link = 0;
+  std::uint64_t generation = 0;
+};
+// The service accepted (complete) or gave back (abandon) a batch, or its link went away (abandon).
+struct feedback_settle_work {
+  bool complete = false;
+  std::string lock_token;
+};
 using work = std::variant<check_token_work, append_telemetry_work, attach_identity_work, detach_identity_work,
                           read_events_work, wait_events_work, partition_info_work, check_certificate_work,
-                          claim_partition_work, release_partition_work>;
+                          claim_partition_work, release_partition_work, c2d_send_work, c2d_receive_work,
+                          c2d_settle_work, feedback_receive_work, feedback_wait_work, feedback_settle_work>;
 
 // What a read_events found: the records, and the sequence number to read from next.
 struct events_read {
@@ -132,6 +180,13 @@ struct connection_options {
   // IoT Edge multiplexes its modules on one connection; a thousand is far beyond that.
   std::size_t max_links = 1000;
   std::size_t max_grants = 1000;
+  // C2D messages one c2d_receive may lock (within the link's credit). A device queue holds at
+  // most 50, so one receive usually takes them all.
+  std::size_t max_c2d_per_receive = 50;
+  // Feedback batches sent on one link and not yet settled; more wait in the feedback queue.
+  std::size_t max_feedback_unsettled = 16;
+  // The hub's name (user-id of feedback messages).
+  std::string hub_name;
 };
 
 class connection {
@@ -165,6 +220,23 @@ class connection {
   // A receiver with a higher epoch took the partition: this receiver is detached (amqp:link:stolen).
   void partition_stolen(amqp::link_id link, const std::string& reason, std::vector<work>& out);
   void partition_info_ready(std::uint64_t ticket, result<storage::partition_stats> r, std::vector<work>& out);
+  // The answer to c2d_send: the message is queued (durable), or why not.
+  void c2d_sent(std::uint64_t ticket, result<void> r, std::vector<work>& out);
+  // The answer to c2d_receive: the locked messages, sent on the link as far as its credit goes
+  // (the others, or all when the link has gone, are unlocked).
+  void c2d_received(amqp::link_id link, std::vector<c2d::delivery> d, std::vector<work>& out);
+  // The device's queue has messages (c2d::service's device notifier, through device_link).
+  void c2d_available(const std::string& device_id, std::vector<work>& out);
+  // The answer to feedback_receive: a locked batch, or none (then the link waits on the watch,
+  // from `generation`, as generation() was before the receive).
+  void feedback_received(amqp::link_id link, std::optional<c2d::feedback_batch> b, std::uint64_t generation,
+                         std::vector<work>& out);
+  // New feedback records for a receiver that waited (feedback_wait).
+  void feedback_available(amqp::link_id link, std::vector<work>& out);
+  // Gives back every lock the connection holds (C2D messages unlocked, feedback batches
+  // abandoned). Done when the transport closes; the session calls it again when it ends.
+  void release_locks(std::vector<work>& out);
+
   // The connection table replaced (or dropped) the identity: its links here are closed.
   void drop_identity(const connections::identity& who, const std::string& reason, std::vector<work>& out);
   // Identities attached to the table right now; the session detaches them when the connection
@@ -189,8 +261,10 @@ class connection {
     mgmt_requests,
     mgmt_replies,
     partition,
+    device_c2d,         // a device's receiver from /devices/<d>/messages/devicebound
     service_c2d,        // the service SDK's sender to /messages/devicebound
-    service_receiver,   // its feedback and file-notification receivers (nothing to send yet)
+    service_feedback,   // its receiver from /messages/serviceBound/feedback
+    service_receiver,   // its file-notification receiver (nothing to send yet)
   };
   struct link_state {
     link_kind kind = link_kind::telemetry;
@@ -210,6 +284,12 @@ class connection {
     std::string consumer_group;
     std::optional<std::int64_t> epoch;     // com.microsoft:epoch of the attach
     bool claiming = false;                 // a claim_partition is out: nothing is read yet
+    // device_c2d / service_feedback: what was sent and not settled, by delivery: lock tokens
+    std::unordered_map<amqp::delivery_id, std::string> locks;
+    bool pulling = false;                  // a c2d_receive / feedback_receive is out
+    std::size_t pull_max = 0;              // c2d_receive: how many it asked for
+    bool pull_again = false;               // c2d_available came while pulling
+    bool feedback_waiting = false;         // a feedback_wait is out
   };
   struct pending_token {
     proton::message_id request_id;
@@ -237,12 +317,21 @@ class connection {
   void on_link_requested(amqp::link_requested& e, std::vector<work>& out);
   void accept_device_link(amqp::link_id link, const std::string& name, const link_address& addr, const std::string& aud,
                           std::vector<work>& out);
-  // A device link of `s` is gone (closed by either side): the identity detaches with its last.
-  void link_gone(const link_state& s, const std::string& reason, std::vector<work>& out);
+  // The link `s` is gone (closed by either side): its locks go back, and a device link's
+  // identity detaches with its last.
+  void link_gone(link_state& s, const std::string& reason, std::vector<work>& out);
   void close_identity_links(const std::string& key, const proton::error_condition& error, std::vector<work>& out);
   void on_message(amqp::message_received& e, std::vector<work>& out);
   void on_cbs_request(amqp::message_received& e, std::vector<work>& out);
   void on_telemetry(const link_state& link, amqp::message_received& e, std::vector<work>& out);
+  void on_c2d_send(const link_state& link, amqp::message_received& e, std::vector<work>& out);
+  // The client settled a delivery we sent: a device's C2D message, or a feedback batch.
+  void on_delivery_updated(const amqp::delivery_updated& e, std::vector<work>& out);
+  // Asks for C2D messages (or feedback) for a receiver with credit, unless a request is out.
+  void pull_c2d(amqp::link_id link, std::vector<work>& out);
+  void pull_feedback(amqp::link_id link, std::vector<work>& out);
+  // Gives back the locks a link holds.
+  void release_link_locks(link_state& s, std::vector<work>& out);
   void reply(link_kind kind, const std::string& reply_to, proton::message m);
   void on_management_request(amqp::message_received& e, std::vector<work>& out);
   void pump_partition(amqp::link_id link, std::vector<work>& out);
@@ -267,6 +356,7 @@ class connection {
   std::unordered_map<amqp::link_id, link_state> links_;
   std::unordered_map<std::uint64_t, pending_token> tokens_;
   std::unordered_map<std::uint64_t, pending_append> appends_;
+  std::unordered_map<std::uint64_t, pending_append> c2d_sends_;  // c2d_send ticket -> the delivery
   std::map<std::string, identity_state> identities_;  // by "<device>/<module>"
   std::unordered_map<std::uint64_t, amqp::link_id> reads_;             // read_events ticket -> link
   std::unordered_map<std::uint64_t, pending_management> management_;   // partition_info ticket

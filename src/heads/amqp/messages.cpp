@@ -1,6 +1,7 @@
 #include "heads/amqp/messages.hpp"
 
 #include "base/clock.hpp"
+#include "base/text.hpp"
 
 #include <proton/annotation_key.hpp>
 #include <proton/binary.hpp>
@@ -12,6 +13,8 @@
 #include <proton/types.hpp>
 #include <proton/uuid.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -77,6 +80,24 @@ std::optional<std::string> annotation(const proton::message& m, const char* key)
 
 error bad_message(std::string why) { return make_error(errc::argument_invalid, std::move(why)); }
 
+// The body as the SDKs send it: a Data section (binary), or an AMQP value holding a string.
+result<std::string> body_of(const proton::message& m) {
+  const proton::value& body = m.body();
+  switch (body.type()) {
+    case proton::BINARY: {
+      const auto b = proton::get<proton::binary>(body);
+      return std::string(b.begin(), b.end());
+    }
+    case proton::STRING: return proton::get<std::string>(body);
+    case proton::NULL_TYPE: return std::string();
+    default: return bad_message("The message body must be a data section");
+  }
+}
+
+proton::timestamp timestamp_of(sys_time t) {
+  return proton::timestamp(std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
+}
+
 }  // namespace
 
 std::string id_text(const proton::message_id& id) { return scalar_text(id); }
@@ -122,17 +143,9 @@ proton::message cbs_reply(const proton::message_id& request_id, int status, cons
 result<telemetry::message> to_telemetry(const proton::message& m) {
   try {
     telemetry::message out;
-    const proton::value& body = m.body();
-    switch (body.type()) {
-      case proton::BINARY: {
-        const auto b = proton::get<proton::binary>(body);
-        out.body.assign(b.begin(), b.end());
-        break;
-      }
-      case proton::STRING: out.body = proton::get<std::string>(body); break;
-      case proton::NULL_TYPE: break;
-      default: return bad_message("The message body must be a data section");
-    }
+    auto body = body_of(m);
+    if (!body) return body.error();
+    out.body = std::move(*body);
 
     const auto set = [](std::optional<std::string>& field, std::string text) {
       if (!text.empty()) field = std::move(text);
@@ -166,6 +179,100 @@ result<telemetry::message> to_telemetry(const proton::message& m) {
   } catch (const proton::error& e) {
     return bad_message(std::string("The message does not decode: ") + e.what());
   }
+}
+
+std::optional<std::string> devicebound_device(std::string_view to) {
+  if (!to.starts_with('/')) return std::nullopt;
+  auto s = text::split(to.substr(1), '/');
+  if (s.size() != 4 || !text::iequals(s[0], "devices") || !text::iequals(s[2], "messages") ||
+      !text::iequals(s[3], "devicebound"))
+    return std::nullopt;
+  // The SDK encodes the id (encodeURIComponent): "dev%201" is the device "dev 1".
+  auto id = text::url_decode(s[1]);
+  if (!id || id->empty()) return std::nullopt;
+  return id;
+}
+
+result<c2d_request> to_c2d(const proton::message& m) {
+  try {
+    c2d_request out;
+    const std::string to = m.to();
+    auto device = devicebound_device(to);
+    if (!device) {
+      return bad_message(to.empty() ? std::string("The message has no 'to' address: set it to /devices/<deviceId>/messages/devicebound")
+                                    : "The 'to' address '" + to + "' is not /devices/<deviceId>/messages/devicebound");
+    }
+    out.device_id = std::move(*device);
+    c2d::outgoing& o = out.message;
+    auto body = body_of(m);
+    if (!body) return body.error();
+    o.body = std::move(*body);
+    o.message_id = id_text(m.id());
+    o.correlation_id = id_text(m.correlation_id());
+    o.user_id = m.user();
+    o.content_type = m.content_type();
+    o.content_encoding = m.content_encoding();
+    if (const auto ms = m.expiry_time().milliseconds(); ms > 0) o.expiry = sys_time{std::chrono::milliseconds(ms)};
+    if (!m.properties().empty()) {
+      std::vector<std::pair<std::string, proton::scalar>> props;
+      proton::get(m.properties().value(), props);
+      for (auto& [key, v] : props) {
+        if (key == "iothub-ack") {
+          const std::string text = scalar_text(v);
+          const auto ack = c2d::parse_ack(text);
+          if (!ack) return bad_message("Unknown iothub-ack '" + text + "': use none, positive, negative or full");
+          o.ack = *ack;
+        } else {
+          o.properties.emplace_back(std::move(key), scalar_text(v));
+        }
+      }
+    }
+    return out;
+  } catch (const proton::error& e) {
+    return bad_message(std::string("The message does not decode: ") + e.what());
+  }
+}
+
+proton::message c2d_message(const c2d::delivery& d) {
+  const c2d::outgoing& o = d.msg;
+  proton::message m;
+  m.body(proton::binary(o.body.begin(), o.body.end()));
+  m.inferred(true);  // a Data section: the SDK reads body.content
+  if (!o.message_id.empty()) m.id(proton::message_id(o.message_id));
+  m.to(d.to);
+  if (!o.correlation_id.empty()) m.correlation_id(proton::message_id(o.correlation_id));
+  if (o.expiry) m.expiry_time(timestamp_of(*o.expiry));
+  if (!o.content_type.empty()) m.content_type(o.content_type);
+  if (!o.content_encoding.empty()) m.content_encoding(o.content_encoding);
+  if (!o.user_id.empty()) m.user(o.user_id);
+  if (o.ack != c2d::ack_mode::none) m.properties().put("iothub-ack", std::string(c2d::to_string(o.ack)));
+  for (const auto& [key, value] : o.properties) m.properties().put(key, value);
+  m.delivery_count(d.delivery_count);
+  auto& ann = m.message_annotations();
+  ann.put(proton::symbol("x-opt-sequence-number"), proton::value(static_cast<std::uint64_t>(d.sequence_number)));
+  ann.put(proton::symbol("x-opt-enqueued-time"), proton::value(timestamp_of(d.enqueued_time)));
+  ann.put(proton::symbol("iothub-enqueuedtime"), proton::value(timestamp_of(d.enqueued_time)));
+  ann.put(proton::symbol("iothub-deliverycount"),
+          proton::value(static_cast<std::uint8_t>(std::min<std::uint32_t>(d.delivery_count, 255))));
+  ann.put(proton::symbol("x-opt-lock-token"), proton::value(d.lock_token));
+  return m;
+}
+
+proton::message feedback_message(const c2d::feedback_batch& b, const std::string& hub_name) {
+  const std::string json = c2d::feedback_json(b);
+  proton::message m;
+  m.body(proton::binary(json.begin(), json.end()));
+  m.inferred(true);  // a Data section: the SDK reads body.content
+  m.id(proton::message_id(proton::uuid::random()));
+  m.content_type(std::string(c2d::feedback_content_type));
+  m.user(hub_name);
+  return m;
+}
+
+std::string hub_name_of(std::string_view host_name) {
+  const bool ip = host_name.find_first_not_of("0123456789.") == std::string_view::npos ||
+                  host_name.find(':') != std::string_view::npos;
+  return text::to_lower(ip ? host_name : host_name.substr(0, host_name.find('.')));
 }
 
 }  // namespace hub::amqp_head

@@ -1,13 +1,17 @@
 #pragma once
 // IoT Hub's AMQP messages <-> hub types: CBS put-token requests and their replies, and a device's
-// telemetry message as telemetry::message. Proton types, no Asio; unit-tested.
+// telemetry message as telemetry::message, cloud-to-device messages both ways (the service's
+// send, the device's delivery) and feedback batches. Proton types, no Asio; unit-tested.
 #include "base/error.hpp"
+#include "domain/c2d/service.hpp"
 #include "domain/telemetry/message.hpp"
 
 #include <proton/message.hpp>
 #include <proton/message_id.hpp>
 
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace hub::amqp_head {
 
@@ -39,6 +43,41 @@ proton::message cbs_reply(const proton::message_id& request_id, int status, cons
 // (message annotations) go to their fields. The identity fields are left for the caller to stamp.
 // ArgumentInvalid when the message has a body of another kind or does not decode.
 result<telemetry::message> to_telemetry(const proton::message& m);
+
+// A C2D message from the service SDK's sender on /messages/devicebound (service.md §6.3): the
+// device it is for and the message.
+struct c2d_request {
+  std::string device_id;
+  c2d::outgoing message;
+};
+// `to` names the device ("/devices/<url-encoded id>/messages/devicebound"); message-id and
+// correlation-id become text (uuids canonical); absolute-expiry-time, content-type,
+// content-encoding and user-id are kept; application property iothub-ack sets the ack mode and
+// the others become strings, in order. Body: a Data section (or an AMQP value holding a string
+// or binary). ArgumentInvalid, with a reason the service SDK shows, for a `to` that names no
+// device's devicebound node, an unknown iothub-ack, another kind of body, or a message that does
+// not decode. Size limits are the c2d service's.
+result<c2d_request> to_c2d(const proton::message& m);
+// The device id in "/devices/<url-encoded id>/messages/devicebound" (the path alone, as the SDK
+// sends it); nullopt for anything else.
+std::optional<std::string> devicebound_device(std::string_view to);
+
+// A C2D message as the device's devicebound receiver gets it (device.md §4.4): a Data body;
+// message-id, to, correlation-id, absolute-expiry-time, content-type, content-encoding and
+// user-id properties; application properties iothub-ack (unless none) and the service's own; the
+// header's delivery-count; and the annotations IoT Hub stamps for the other SDKs:
+// x-opt-sequence-number (ulong), x-opt-enqueued-time and iothub-enqueuedtime (timestamps),
+// iothub-deliverycount (ubyte) and x-opt-lock-token (the lock token, a string).
+proton::message c2d_message(const c2d::delivery& d);
+
+// A feedback batch as the service's feedback receiver gets it (service.md §6.4): the records'
+// JSON in a Data section, content-type application/vnd.microsoft.iothub.feedback.json, user-id
+// the hub's name, message-id a fresh uuid.
+proton::message feedback_message(const c2d::feedback_batch& b, const std::string& hub_name);
+
+// The hub's name as IoT Hub uses it (feedback user-id, the Event Hubs-compatible name): the host
+// name's first label, lower case ("myhub" for myhub.example.com); an IP address as a whole.
+std::string hub_name_of(std::string_view host_name);
 
 // The text of a message id: strings as they are, uuids canonical, ulongs in decimal, binaries as
 // their bytes. Empty for an empty id.

@@ -19,10 +19,14 @@ class connection_table;
 namespace hub::certificates {
 class service;
 }
+namespace hub::c2d {
+class service;
+}
 
 namespace hub::amqp_head {
 
 class partition_watch;
+class feedback_watch;
 
 // Owned by the composition root; every member outlives the listeners.
 struct services {
@@ -35,6 +39,11 @@ struct services {
   partition_watch* watch = nullptr;
   // X.509 devices (TLS client certificates); null: devices must put a SAS token.
   const certificates::service* certs = nullptr;
+  // Cloud-to-device messages and their feedback; null: C2D sends are refused and devicebound
+  // receivers get nothing.
+  c2d::service* c2d = nullptr;
+  // Wakes feedback receivers: the composition root points c2d's feedback notifier at it.
+  feedback_watch* feedback = nullptr;
 };
 
 }  // namespace hub::amqp_head

@@ -12,9 +12,13 @@
 // co_await sits inside a condition.
 #include "heads/amqp/session.hpp"
 
+#include "domain/auth/service.hpp"
+#include "domain/c2d/service.hpp"
 #include "domain/connections/connection_table.hpp"
 #include "domain/telemetry/service.hpp"
+#include "heads/amqp/feedback_watch.hpp"
 #include "heads/amqp/grants.hpp"
+#include "heads/amqp/messages.hpp"
 #include "heads/amqp/partition_watch.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -62,13 +66,14 @@ class live;
 std::string key_of(const connections::identity& who) { return who.device_id + "/" + who.module_id; }
 
 // A device or module connected through this AMQP connection, as the connection table sees it.
-// Any thread may close it (another connection of the same identity replaced it): the work goes
-// to the connection's thread, which closes that identity's links.
+// Any thread may close it (another connection of the same identity replaced it) or say its C2D
+// queue has messages: the work goes to the connection's thread.
 class identity_link final : public messaging::device_link {
  public:
   identity_link(std::weak_ptr<live> conn, asio::any_io_executor ex, connections::identity who)
       : conn_(std::move(conn)), ex_(std::move(ex)), who_(std::move(who)) {}
   void close(std::string reason) override;
+  void c2d_available() override;
   const connections::identity& who() const { return who_; }
 
  private:
@@ -94,6 +99,8 @@ class live final : public std::enable_shared_from_this<live> {
   asio::awaitable<void> serve(std::string_view first_bytes);
   // The connection table dropped `who` (identity_link::close); on the connection's thread.
   void drop(const connections::identity& who, const std::string& reason);
+  // The device's C2D queue has messages (identity_link::c2d_available); on the connection's thread.
+  void c2d_available(const std::string& device_id);
 
  private:
   static asio::awaitable<void> write_loop(std::shared_ptr<live> self);
@@ -123,6 +130,21 @@ void identity_link::close(std::string reason) {
   asio::post(ex_, [conn = conn_, who = who_, reason = std::move(reason)] {
     if (auto s = conn.lock()) s->drop(who, reason);
   });
+}
+
+void identity_link::c2d_available() {
+  if (!who_.module_id.empty()) return;
+  asio::post(ex_, [conn = conn_, device = who_.device_id] {
+    if (auto s = conn.lock()) s->c2d_available(device);
+  });
+}
+
+void live::c2d_available(const std::string& device_id) {
+  if (closed_) return;
+  std::vector<work> w;
+  conn_.c2d_available(device_id, w);
+  run(w);
+  kick();
 }
 
 void live::drop(const connections::identity& who, const std::string& reason) {
@@ -202,6 +224,12 @@ asio::awaitable<void> live::serve(std::string_view first_bytes) {
   }
   closed_ = true;
   t_.close();
+  {
+    // Locks still held (normally given back when the transport closed) go back to the queues.
+    std::vector<work> w;
+    conn_.release_locks(w);
+    run(w);
+  }
   for (const connections::identity& who : conn_.attached_identities()) detach(who, "connection closed");
   ctx_.log->debug("connection {} from {}: {} session ended", info_.id, info_.peer, info_.via);
 }
@@ -395,6 +423,108 @@ void live::run(std::vector<work>& items) {
                    [&](release_partition_work& r) {
                      if (ctx_.svc.watch != nullptr) ctx_.svc.watch->release(r.partition, r.consumer_group, this, r.link);
                    },
+                   [&](c2d_send_work& c) {
+                     // A durable write: on the pool.
+                     asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, c = std::move(c)]() mutable {
+                       result<void> r = make_error(errc::invalid_operation, "Cloud-to-device messages are not served");
+                       if (svc->c2d != nullptr) {
+                         auto sent = svc->c2d->send(c.device_id, std::move(c.message));
+                         r = sent ? result<void>() : result<void>(sent.error());
+                       }
+                       asio::post(ex, [self, ticket = c.ticket, r = std::move(r)]() mutable {
+                         auto s = self.lock();
+                         if (!s || s->closed_) return;
+                         std::vector<work> more;
+                         s->conn_.c2d_sent(ticket, std::move(r), more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
+                   },
+                   [&](c2d_receive_work& c) {
+                     if (ctx_.svc.c2d == nullptr) return;
+                     asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, blocking = ctx_.blocking,
+                                                ex = ex_, c = std::move(c)]() {
+                       std::vector<c2d::delivery> got = svc->c2d->receive(c.device_id, c.max);
+                       if (got.empty() && self.expired()) return;
+                       asio::post(ex, [self, svc, blocking, link = c.link, got = std::move(got)]() mutable {
+                         auto s = self.lock();
+                         if (!s || s->closed_) {
+                           // The connection ended meanwhile: the messages go back to the queue now,
+                           // not when their locks lapse.
+                           if (!got.empty())
+                             asio::post(blocking, [svc, got = std::move(got)] {
+                               for (const c2d::delivery& d : got) svc->c2d->unlock(d.device_id, d.lock_token);
+                             });
+                           return;
+                         }
+                         std::vector<work> more;
+                         s->conn_.c2d_received(link, std::move(got), more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
+                   },
+                   [&](c2d_settle_work& c) {
+                     if (ctx_.svc.c2d == nullptr) return;
+                     asio::post(ctx_.blocking, [svc = &ctx_.svc, log = ctx_.log, id = info_.id, c = std::move(c)]() {
+                       result<void> r;
+                       switch (c.action) {
+                         case c2d_action::complete: r = svc->c2d->complete(c.device_id, c.lock_token); break;
+                         case c2d_action::reject: r = svc->c2d->reject(c.device_id, c.lock_token); break;
+                         case c2d_action::abandon: r = svc->c2d->abandon(c.device_id, c.lock_token); break;
+                         case c2d_action::unlock: svc->c2d->unlock(c.device_id, c.lock_token); break;
+                       }
+                       // The device settled presettled (rhea does): nothing to tell it. A lock that
+                       // lapsed means the message was (or will be) delivered again.
+                       if (!r) log->info("connection {}: settling a cloud-to-device message of '{}': {}", id, c.device_id,
+                                         r.error().message);
+                     });
+                   },
+                   [&](feedback_receive_work& f) {
+                     if (ctx_.svc.c2d == nullptr) return;
+                     asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, blocking = ctx_.blocking, ex = ex_,
+                                                link = f.link]() {
+                       // The generation before the receive: news after it wakes the wait at once.
+                       const std::uint64_t generation = svc->feedback != nullptr ? svc->feedback->generation() : 0;
+                       std::optional<c2d::feedback_batch> b = svc->c2d->receive_feedback();
+                       asio::post(ex, [self, svc, blocking, link, generation, b = std::move(b)]() mutable {
+                         auto s = self.lock();
+                         if (!s || s->closed_) {
+                           if (b) asio::post(blocking, [svc, token = b->lock_token] { svc->c2d->abandon_feedback(token); });
+                           return;
+                         }
+                         std::vector<work> more;
+                         s->conn_.feedback_received(link, std::move(b), generation, more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
+                   },
+                   [&](feedback_wait_work& f) {
+                     if (ctx_.svc.feedback == nullptr) return;
+                     ctx_.svc.feedback->wait(f.generation, weak_from_this(), [self = weak_from_this(), ex = ex_, link = f.link] {
+                       asio::post(ex, [self, link] {
+                         auto s = self.lock();
+                         if (!s || s->closed_) return;
+                         std::vector<work> more;
+                         s->conn_.feedback_available(link, more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
+                   },
+                   [&](feedback_settle_work& f) {
+                     if (ctx_.svc.c2d == nullptr) return;
+                     asio::post(ctx_.blocking, [svc = &ctx_.svc, log = ctx_.log, id = info_.id, f = std::move(f)]() {
+                       if (!f.complete) {
+                         svc->c2d->abandon_feedback(f.lock_token);
+                         return;
+                       }
+                       if (auto r = svc->c2d->complete_feedback(f.lock_token); !r)
+                         log->info("connection {}: completing a feedback batch: {}", id, r.error().message);
+                     });
+                   },
                    [&](partition_info_work& p) {
                      asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, p]() {
                        result<storage::partition_stats> st = svc->telemetry.log().stats(p.partition);
@@ -418,6 +548,7 @@ void live::run(std::vector<work>& items) {
 
 connection_options default_options(const services& svc) {
   connection_options o;
+  o.hub_name = hub_name_of(svc.auth.identity().host_name);
   if (svc.watch != nullptr) {
     o.event_hub_partitions = svc.telemetry.log().partitions();
     o.event_hub_created_ms =

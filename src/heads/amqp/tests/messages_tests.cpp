@@ -1,4 +1,4 @@
-// CBS requests and replies, and D2C messages as telemetry::message.
+// CBS requests and replies, D2C messages as telemetry::message, C2D messages both ways.
 #include "heads/amqp/messages.hpp"
 
 #include <proton/annotation_key.hpp>
@@ -125,6 +125,69 @@ TEST(amqp_messages, bodies) {
   auto r = to_telemetry(list);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code, errc::argument_invalid);
+}
+
+TEST(amqp_messages, devicebound_addresses) {
+  EXPECT_EQ(devicebound_device("/devices/dev1/messages/devicebound"), "dev1");
+  EXPECT_EQ(devicebound_device("/devices/dev%201/messages/devicebound"), "dev 1") << "encodeURIComponent";
+  EXPECT_EQ(devicebound_device("/devices/a%25b/messages/devicebound"), "a%b");
+  EXPECT_EQ(devicebound_device("/devices/dev1/messages/devicebound/"), std::nullopt);
+  EXPECT_EQ(devicebound_device("/devices/dev1/modules/m/messages/devicebound"), std::nullopt);
+  EXPECT_EQ(devicebound_device("/devices//messages/devicebound"), std::nullopt);
+  EXPECT_EQ(devicebound_device("/devices/dev1/messages/events"), std::nullopt);
+  EXPECT_EQ(devicebound_device("devices/dev1/messages/devicebound"), std::nullopt);
+  EXPECT_EQ(devicebound_device(""), std::nullopt);
+}
+
+TEST(amqp_messages, a_c2d_message_round_trips_to_the_device) {
+  proton::message m;
+  m.to("/devices/dev1/messages/devicebound");
+  m.body(proton::binary("payload"));
+  m.inferred(true);
+  m.id(proton::message_id(std::string("mid")));
+  m.user("svc");
+  m.properties().put("iothub-ack", std::string("negative"));
+  m.properties().put("b", std::string("2"));
+  m.properties().put("a", std::string("1"));
+  auto r = to_c2d(m);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->device_id, "dev1");
+  EXPECT_EQ(r->message.ack, c2d::ack_mode::negative);
+  EXPECT_EQ(r->message.user_id, "svc");
+  EXPECT_FALSE(r->message.expiry) << "none given: the service's default TTL applies";
+  ASSERT_EQ(r->message.properties.size(), 2u);
+
+  c2d::delivery d;
+  d.msg = r->message;
+  d.msg.expiry = sys_time{std::chrono::milliseconds(1'893'456'000'000)};
+  d.device_id = "dev1";
+  d.to = "/devices/dev1/messages/devicebound";
+  d.sequence_number = 7;
+  d.enqueued_time = sys_time{std::chrono::milliseconds(1'700'000'000'000)};
+  d.delivery_count = 300;
+  d.lock_token = "3f1b2f3a-0d8e-4a6e-9a1e-111111111111";
+  const proton::message out = c2d_message(d);
+  EXPECT_EQ(out.body().type(), proton::BINARY);
+  EXPECT_EQ(out.to(), d.to);
+  EXPECT_EQ(proton::get<std::string>(out.id()), "mid");
+  EXPECT_EQ(out.user(), "svc");
+  EXPECT_EQ(out.expiry_time().milliseconds(), 1'893'456'000'000);
+  EXPECT_EQ(proton::get<std::string>(out.properties().get("iothub-ack")), "negative");
+  EXPECT_EQ(out.delivery_count(), 300u);
+  const auto ann = [&](const char* k) { return out.message_annotations().get(proton::annotation_key(proton::symbol(k))); };
+  EXPECT_EQ(proton::get<std::uint64_t>(ann("x-opt-sequence-number")), 7u);
+  EXPECT_EQ(proton::get<proton::timestamp>(ann("iothub-enqueuedtime")).milliseconds(), 1'700'000'000'000);
+  EXPECT_EQ(proton::get<std::uint8_t>(ann("iothub-deliverycount")), 255) << "capped";
+  EXPECT_EQ(proton::get<std::string>(ann("x-opt-lock-token")), d.lock_token);
+
+  d.msg.ack = c2d::ack_mode::none;
+  EXPECT_FALSE(c2d_message(d).properties().exists("iothub-ack"));
+}
+
+TEST(amqp_messages, hub_names) {
+  EXPECT_EQ(hub_name_of("MyHub.azure-devices.net"), "myhub");
+  EXPECT_EQ(hub_name_of("localhost"), "localhost");
+  EXPECT_EQ(hub_name_of("127.0.0.1"), "127.0.0.1");
 }
 
 }  // namespace
