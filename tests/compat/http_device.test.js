@@ -2,7 +2,10 @@
 // The HTTPS device API (protocol/device.md §5) with the official device SDK's Http transport
 // (azure-iot-device-http 1.14.4): telemetry, single and batch, read back with @azure/event-hubs'
 // EventHubConsumerClient from the Event Hubs-compatible endpoint; IoT Hub's errors as the SDK
-// types them; X.509 devices (the certificate in the TLS handshake, no Authorization header).
+// types them; X.509 devices (the certificate in the TLS handshake, no Authorization header);
+// cloud-to-device messages sent with azure-iothub's Client (AMQP) and received by polling, then
+// completed, rejected and abandoned, with the matching feedback records; the service's purge of a
+// device's queue through the SDK's generated REST client.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -10,7 +13,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { EventHubConsumerClient, earliestEventPosition } = require('@azure/event-hubs');
-const { Registry } = require('azure-iothub');
+const { Registry, Client: ServiceClient, IoTHubTokenCredentials } = require('azure-iothub');
+const { IotHubGatewayServiceAPIs } = require('azure-iothub/dist/pl/iotHubGatewayServiceAPIs');
 const { Client, Message } = require('azure-iot-device');
 const { Http } = require('azure-iot-device-http');
 const { errors } = require('azure-iot-common');
@@ -260,4 +264,136 @@ describe('HTTPS device API (azure-iot-device-http)', () => {
          await closeQuietly(intruder);
        }
      });
+
+  describe('cloud-to-device over Http', () => {
+    let service;
+    let feedback;
+    const records = [];
+
+    before(async () => {
+      service = ServiceClient.fromConnectionString(hub.connectionString);
+      await within(30_000, service.open(), 'service open');
+      const { result } = await within(30_000, service.getFeedbackReceiver(), 'getFeedbackReceiver');
+      feedback = result;
+      feedback.on('errorReceived', () => {});
+      feedback.on('message', (msg) => {
+        for (const r of JSON.parse(msg.data.toString())) records.push(r);
+      });
+    });
+    after(async () => {
+      if (service) await within(10_000, service.close(), 'service close').catch(() => {});
+    });
+
+    // Resolves once feedback records for all `ids` arrived; returns them by original message id.
+    async function feedbackFor(ids, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = new Map(records.filter((r) => ids.includes(r.originalMessageId)).map((r) => [r.originalMessageId, r]));
+        if (found.size === ids.length || Date.now() > deadline) return found;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+
+    it('the device receives by polling, then completes, rejects and abandons; feedback follows', { timeout: 90_000 },
+       async () => {
+         const { deviceId, connectionString, generationId } = await createSasDevice(hub, registry, `http-c2d-${pid}`);
+         const ids = { complete: `c2d-complete-${pid}`, reject: `c2d-reject-${pid}`, abandon: `c2d-abandon-${pid}` };
+         for (const [what, id] of Object.entries(ids)) {
+           const m = new Message(JSON.stringify({ what }));
+           m.messageId = id;
+           m.correlationId = `corr-${what}`;
+           m.ack = 'full';
+           m.expiryTimeUtc = Date.now() + 10 * 60_000;
+           m.properties.add('what', what);
+           await within(30_000, service.send(deviceId, m), `send ${what}`);
+         }
+
+         const client = await openClient(connectionString, Http);
+         const seen = [];
+         const settled = new Map();
+         let failure = null;
+         const allDone = new Promise((resolve) => {
+           client.on('message', async (msg) => {
+             try {
+               seen.push({ id: msg.messageId, data: msg.data.toString(), props: msg.properties, correlationId: msg.correlationId,
+                           to: msg.to, lockToken: msg.lockToken });
+               if (msg.messageId === ids.complete) {
+                 await client.complete(msg);
+                 // Settled already: the lock is gone (412 DeviceMessageLockLost; a plain Error in Node).
+                 const again = await client.complete(msg).then(() => null, (e) => e);
+                 assert.equal(again?.response?.statusCode, 412, 'completing twice');
+                 settled.set('complete', true);
+               } else if (msg.messageId === ids.reject) {
+                 await client.reject(msg);
+                 settled.set('reject', true);
+               } else if (msg.messageId === ids.abandon) {
+                 if (!settled.has('abandon-1')) {
+                   settled.set('abandon-1', true);
+                   await client.abandon(msg);  // back in the queue: the next poll gets it again
+                 } else {
+                   await client.complete(msg);
+                   settled.set('abandon-2', true);
+                 }
+               }
+             } catch (e) {
+               failure = e;
+             }
+             if (failure || ['complete', 'reject', 'abandon-2'].every((k) => settled.has(k))) resolve();
+           });
+         });
+         try {
+           await within(45_000, allDone, 'the device settling its messages');
+         } finally {
+           await closeQuietly(client);
+         }
+         assert.equal(failure, null, failure && `${failure.name}: ${failure.message}`);
+
+         const byId = (id) => seen.filter((s) => s.id === id);
+         assert.equal(byId(ids.complete).length, 1);
+         assert.equal(byId(ids.reject).length, 1);
+         assert.equal(byId(ids.abandon).length, 2, 'an abandoned message is delivered again');
+         const c = byId(ids.complete)[0];
+         assert.deepEqual(JSON.parse(c.data), { what: 'complete' });
+         assert.equal(c.correlationId, 'corr-complete');
+         assert.equal(c.to, `/devices/${deviceId}/messages/devicebound`);
+         // The Http transport keeps the iothub-app- prefix in property keys (sdk-quirks.md).
+         assert.equal(c.props.getValue('iothub-app-what'), 'complete');
+         const [first, second] = byId(ids.abandon);
+         assert.notEqual(first.lockToken, second.lockToken, 'a new lock for each delivery');
+
+         const fb = await feedbackFor(Object.values(ids));
+         assert.equal(fb.size, 3, `feedback records: ${JSON.stringify(records)}`);
+         assert.equal(fb.get(ids.complete).statusCode, 'Success');
+         assert.equal(fb.get(ids.reject).statusCode, 'Rejected');
+         assert.equal(fb.get(ids.abandon).statusCode, 'Success', 'abandoned, then completed');
+         for (const r of fb.values()) {
+           assert.equal(r.deviceId, deviceId);
+           assert.equal(r.deviceGenerationId, generationId);
+         }
+         assert.equal(records.filter((r) => Object.values(ids).includes(r.originalMessageId)).length, 3,
+                      'exactly one record per message');
+       });
+
+    it('the service purges a device\'s queue (Purge Command Queue)', { timeout: 60_000 }, async () => {
+      const { deviceId } = await createSasDevice(hub, registry, `http-purge-${pid}`);
+      for (let i = 0; i < 3; i++) {
+        const m = new Message(`queued ${i}`);
+        m.messageId = `purge-${pid}-${i}`;
+        m.ack = i === 0 ? 'negative' : 'none';
+        await within(30_000, service.send(deviceId, m), `send ${i}`);
+      }
+      assert.equal((await registry.get(deviceId)).responseBody.cloudToDeviceMessageCount, 3);
+      // The SDK's own generated REST client (the public Registry has no purge method).
+      const api = new IotHubGatewayServiceAPIs(new IoTHubTokenCredentials(hub.connectionString),
+                                               { baseUri: `https://${hub.hostName}`, apiVersion: '2021-04-12' });
+      const purged = await within(30_000, api.cloudToDeviceMessages.purgeCloudToDeviceMessageQueue(deviceId), 'purge');
+      assert.equal(purged.totalMessagesPurged, 3);
+      assert.equal(purged.deviceId, deviceId);
+      assert.equal((await registry.get(deviceId)).responseBody.cloudToDeviceMessageCount, 0);
+      const fb = await feedbackFor([`purge-${pid}-0`]);
+      assert.equal(fb.get(`purge-${pid}-0`)?.statusCode, 'Purged');
+      await assert.rejects(api.cloudToDeviceMessages.purgeCloudToDeviceMessageQueue(`ghost-${pid}`),
+                           (err) => err.statusCode === 404 || assert.fail(`${err.name}: ${err.message}`));
+    });
+  });
 });
