@@ -2,6 +2,7 @@
 
 #include "domain/auth/sas.hpp"
 #include "domain/auth/service.hpp"
+#include "heads/mqtt/c2d.hpp"
 #include "heads/mqtt/session_store.hpp"
 
 #include <fmt/format.h>
@@ -124,6 +125,7 @@ admission admit(const services& svc, const admission_request& req) {
   }
   out.session_present = session->present;
   out.session_token = session->token;
+  out.c2d_qos = c2d_qos(svc.sessions.subscriptions(claim.client_id), claim.id);
   return out;
 }
 

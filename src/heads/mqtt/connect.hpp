@@ -73,6 +73,7 @@ struct admission {
   connections::attachment attached;      // accepted: previous link to close, presence to touch
   telemetry::auth_method method = telemetry::auth_method::sas;
   sys_time expires{};                    // token expiry or certificate notAfter; epoch = never
+  std::optional<std::uint8_t> c2d_qos;   // a resumed session subscribed to devicebound (c2d.hpp)
 };
 
 // Authenticates the claim (SAS token, else the client certificate), then attaches the link in the

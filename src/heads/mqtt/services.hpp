@@ -13,6 +13,9 @@
 namespace hub::auth {
 class service;
 }
+namespace hub::c2d {
+class service;
+}
 namespace hub::certificates {
 struct client_chain;
 }
@@ -48,6 +51,7 @@ struct services {
   session_store& sessions;
   const clock& clk;
   x509_authenticator x509;  // empty: devices without a SAS token are refused
+  c2d::service* c2d = nullptr;  // cloud-to-device delivery; null: devicebound subscriptions deliver nothing
 };
 
 }  // namespace hub::mqtt_head

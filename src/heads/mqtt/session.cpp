@@ -3,8 +3,9 @@
 // bytes, runs timers, and hops to the blocking pool for admission.
 //
 // Threads: everything here runs on the connection's executor (one io_context thread), except
-// connection::close(), which any thread may call (it posts), and the telemetry completions, which
-// run on the event log's writer thread and post back. So the connection needs no lock.
+// connection::close() and c2d_available(), which any thread may call (they post), the telemetry
+// completions, which run on the event log's writer thread and post back, and the c2d::service
+// calls, which run on the blocking pool and post back. So the connection needs no lock.
 //
 // GCC 12 (see src/server/README.md): coroutines here take references from a caller that co_awaits
 // them, spawned ones take a shared_ptr by value, no capturing lambda is a coroutine, and no
@@ -13,8 +14,10 @@
 
 #include "base/log.hpp"
 #include "codec/mqtt/session.hpp"
+#include "domain/c2d/service.hpp"
 #include "domain/connections/connection_table.hpp"
 #include "domain/telemetry/service.hpp"
+#include "heads/mqtt/c2d.hpp"
 #include "heads/mqtt/publish.hpp"
 #include "heads/mqtt/session_store.hpp"
 
@@ -93,11 +96,18 @@ class connection final : public messaging::device_link, public std::enable_share
         codec_(mqtt::decode_limits{ctx.options.max_packet_bytes}),
         timer_(ex),
         expiry_(ex),
-        wake_(ex) {}
+        wake_(ex),
+        c2d_(ctx.options.max_c2d_in_flight) {}
 
   // device_link: any thread.
   void close(std::string reason) override {
     asio::post(ex_, [self = shared_from_this(), reason = std::move(reason)]() mutable { self->end(std::move(reason)); });
+  }
+  void c2d_available() override {
+    asio::post(ex_, [self = shared_from_this()] {
+      self->c2d_.notify();
+      self->pull_c2d();
+    });
   }
 
   asio::awaitable<void> serve(std::string_view first_bytes);
@@ -117,6 +127,20 @@ class connection final : public messaging::device_link, public std::enable_share
   void acknowledge_now(std::uint16_t packet_id);
   void refuse(mqtt::connack_code code, std::string_view reason);
   void on_codec_close(const mqtt::close_connection& c);
+
+  // Cloud-to-device (c2d.hpp): receive on the pool while the window has room, publish what came,
+  // settle on PUBACK (QoS 1) or at once (QoS 0), unlock what is still out when the connection ends.
+  void update_c2d_subscription(std::optional<std::uint8_t> qos);
+  void pull_c2d();
+  void on_c2d_received(std::size_t asked, std::vector<c2d::delivery>& got);
+  void on_puback(std::uint16_t packet_id);
+  struct c2d_settlement {
+    std::vector<std::string> complete;  // PUBACKed, or sent at QoS 0
+    std::vector<std::string> reject;    // cannot go over MQTT (topic too long)
+    std::vector<std::string> unlock;    // not delivered: back to the queue
+    bool empty() const noexcept { return complete.empty() && reject.empty() && unlock.empty(); }
+  };
+  void settle_c2d(c2d_settlement s);
 
   void queue(const mqtt::packet& p);
   void kick_writer();
@@ -169,6 +193,13 @@ class connection final : public messaging::device_link, public std::enable_share
   ack_queue acks_;
   std::size_t in_flight_bytes_ = 0;
   std::vector<std::uint16_t> ready_;  // scratch for ack_queue::complete
+
+  // Cloud-to-device: the QoS of the devicebound subscription (none: not subscribed, or a module),
+  // the messages out, and the PUBACKed ones whose completion is not yet on its way (one pool call
+  // per batch of packets read).
+  std::optional<std::uint8_t> c2d_qos_;
+  c2d_window c2d_;
+  std::vector<std::string> c2d_acked_;
 };
 
 // Runs on the blocking pool; `req` lives in the awaiting caller's frame.
@@ -284,6 +315,12 @@ asio::awaitable<void> connection::handle(std::vector<mqtt::event>& events) {
       on_codec_close(*closing);
     }
   }
+  if (!c2d_acked_.empty()) {
+    // Every PUBACK of this read in one pool call; the window has room again.
+    settle_c2d(c2d_settlement{std::move(c2d_acked_), {}, {}});
+    c2d_acked_.clear();
+    pull_c2d();
+  }
 }
 
 asio::awaitable<void> connection::on_connect(const mqtt::connect& c) {
@@ -325,6 +362,9 @@ asio::awaitable<void> connection::on_connect(const mqtt::connect& c) {
   if (a.expires != sys_time{}) arm_expiry(a.expires, sas ? "SAS token expired" : "client certificate expired");
   ctx_.log->info("connection {} from {}: {} connected over {} ({}, keep-alive {} s, session present {})", info_.id,
                  info_.peer, who(), t_.name(), auth_text(a.method), c.keep_alive, a.session_present ? 1 : 0);
+  // A persistent session subscribed to devicebound: what was queued meanwhile goes out now,
+  // after the CONNACK (already queued).
+  update_c2d_subscription(a.c2d_qos);
 }
 
 void connection::refuse(mqtt::connack_code code, std::string_view reason) {
@@ -339,9 +379,11 @@ void connection::refuse(mqtt::connack_code code, std::string_view reason) {
 void connection::on_packet(mqtt::packet& p) {
   if (auto* pub = std::get_if<mqtt::publish>(&p)) {
     on_publish(*pub);
+  } else if (const auto* ack = std::get_if<mqtt::puback>(&p)) {
+    on_puback(ack->packet_id);
   }
-  // PUBACK settles cloud-to-device messages, which come in a later issue. PUBREC, PUBREL and
-  // PUBCOMP belong to QoS 2, which the hub never sends and closes the connection for.
+  // PUBREC, PUBREL and PUBCOMP belong to QoS 2, which the hub never sends and closes the
+  // connection for.
 }
 
 void connection::on_publish(mqtt::publish& p) {
@@ -410,6 +452,8 @@ asio::awaitable<void> connection::on_subscribe(const mqtt::subscribe& s) {
   ack.packet_id = s.packet_id;
   std::vector<std::string> refused;  // for the log
   std::optional<error> failure;
+  bool module_devicebound = false;
+  std::optional<std::uint8_t> c2d;
   const client_identity id{device_id(), module_id()};
   std::function<void()> work = [&] {
     for (const mqtt::subscription& sub : s.subscriptions) {
@@ -426,25 +470,37 @@ asio::awaitable<void> connection::on_subscribe(const mqtt::subscribe& s) {
         continue;
       }
       ack.codes.push_back(granted);
+      if (!id.module_id.empty() && sub.filter.find("/messages/devicebound") != std::string::npos) {
+        module_devicebound = true;
+      }
     }
+    c2d = c2d_qos(ctx_.svc.sessions.subscriptions(client_id_), id);
   };
   co_await off_thread(ctx_, work);
   for (const std::string& filter : refused) {
     ctx_.log->info("connection {} from {}: {}: subscription to {} refused", info_.id, info_.peer, who(), filter);
+  }
+  if (module_devicebound) {
+    // Granted, as before C2D existed, so that a client subscribing to it anyway keeps working.
+    ctx_.log->info("connection {} from {}: {}: modules receive no cloud-to-device messages (as in IoT Hub)",
+                   info_.id, info_.peer, who());
   }
   if (failure) {
     ctx_.log->warn("connection {} from {}: {}: subscription not stored: {}", info_.id, info_.peer, who(),
                    failure->message);
   }
   queue(ack);
+  update_c2d_subscription(c2d);  // after the SUBACK: the first message follows it
 }
 
 asio::awaitable<void> connection::on_unsubscribe(const mqtt::unsubscribe& u) {
   std::optional<error> failure;
+  std::optional<std::uint8_t> c2d;
   std::function<void()> work = [&] {
     for (const std::string& filter : u.filters) {
       if (auto removed = ctx_.svc.sessions.unsubscribe(client_id_, filter); !removed) failure = removed.error();
     }
+    c2d = c2d_qos(ctx_.svc.sessions.subscriptions(client_id_), client_identity{device_id(), module_id()});
   };
   co_await off_thread(ctx_, work);
   if (failure) {
@@ -454,6 +510,7 @@ asio::awaitable<void> connection::on_unsubscribe(const mqtt::unsubscribe& u) {
     co_return;
   }
   queue(mqtt::unsuback{u.packet_id});
+  update_c2d_subscription(c2d);  // messages already out still settle by PUBACK
 }
 
 void connection::on_codec_close(const mqtt::close_connection& c) {
@@ -544,11 +601,112 @@ asio::awaitable<void> connection::finish() {
   if (will) send_will();
   // The table and the session store: detach marks the identity Disconnected in the registry (a
   // storage write), so off this thread. `self` keeps this object, and so its address, alive
-  // until then: a new connection can never be mistaken for this one.
-  asio::post(ctx_.blocking, [self = shared_from_this()] {
+  // until then: a new connection can never be mistaken for this one. Then the C2D messages still
+  // out go back to the queue (after the detach, so that the service's notification reaches the
+  // identity's next connection, if any, and never this one); a receive still running unlocks
+  // what it gets when it comes back (on_c2d_received).
+  asio::post(ctx_.blocking, [self = shared_from_this(), unlock = c2d_.drain()] {
     const connections::identity id{self->device_id(), self->module_id()};
     self->ctx_.svc.connections.detach(id, self.get(), self->end_reason_);
     self->ctx_.svc.sessions.close(self->client_id_, self->session_token_, self->clean_session_);
+    if (self->ctx_.svc.c2d) {
+      for (const std::string& token : unlock) self->ctx_.svc.c2d->unlock(self->device_id(), token);
+    }
+  });
+}
+
+// `qos`: c2d_qos() of the session's subscriptions, worked out on the pool (the session store's
+// lock is held across storage writes).
+void connection::update_c2d_subscription(std::optional<std::uint8_t> qos) {
+  if (!ctx_.svc.c2d || closed_) return;
+  const auto before = c2d_qos_;
+  c2d_qos_ = qos;
+  if (c2d_qos_ && !before) {
+    c2d_.notify();
+    pull_c2d();
+  }
+}
+
+void connection::pull_c2d() {
+  if (!ctx_.svc.c2d || !connected_ || closed_ || !c2d_qos_) return;
+  const std::size_t n = c2d_.to_receive();
+  if (n == 0) return;
+  asio::post(ctx_.blocking, [self = shared_from_this(), n] {
+    std::vector<c2d::delivery> got;
+    try {
+      got = self->ctx_.svc.c2d->receive(self->device_id(), n);
+    } catch (const std::exception& e) {
+      self->ctx_.log->error("connection {}: receiving C2D messages for {} failed: {}", self->info_.id,
+                            self->who(), e.what());
+    }
+    asio::post(self->ex_, [self, n, got = std::move(got)]() mutable { self->on_c2d_received(n, got); });
+  });
+}
+
+void connection::on_c2d_received(std::size_t asked, std::vector<c2d::delivery>& got) {
+  c2d_.received(asked, got.size());
+  c2d_settlement settle;
+  if (closed_ || !c2d_qos_) {
+    // Gone or unsubscribed while the receive ran: back to the queue, for the next connection.
+    for (c2d::delivery& d : got) settle.unlock.push_back(std::move(d.lock_token));
+    if (!settle.empty()) settle_c2d(std::move(settle));
+    return;
+  }
+  for (c2d::delivery& d : got) {
+    mqtt::publish p;
+    p.topic = c2d_topic(d);
+    if (p.topic.size() > max_topic_bytes) {
+      // Its properties, percent-encoded, do not fit an MQTT topic: no MQTT device can ever take
+      // it. Rejected (dead-lettered, Rejected feedback where asked) rather than left to come
+      // back here until it expires.
+      ctx_.log->warn("connection {} from {}: {}: C2D message {} rejected: its property bag is {} bytes, over MQTT's "
+                     "topic limit",
+                     info_.id, info_.peer, who(), d.sequence_number, p.topic.size());
+      settle.reject.push_back(std::move(d.lock_token));
+      continue;
+    }
+    p.payload = std::move(d.msg.body);
+    p.qos = *c2d_qos_;
+    if (p.qos == 0) {
+      // QoS 0 has no acknowledgement: completed on send, as IoT Hub does (at most once).
+      settle.complete.push_back(std::move(d.lock_token));
+    } else {
+      p.packet_id = c2d_.sent(std::move(d.lock_token));
+    }
+    mqtt::encode(mqtt::packet{std::move(p)}, out_);
+  }
+  kick_writer();
+  if (!settle.empty()) settle_c2d(std::move(settle));
+  pull_c2d();
+}
+
+void connection::on_puback(std::uint16_t packet_id) {
+  presence_->touch(ctx_.svc.clk.now());
+  auto token = c2d_.acked(packet_id);
+  // An unknown id (a duplicate PUBACK) is ignored; the completions go out after this read's
+  // packets (handle()).
+  if (token) c2d_acked_.push_back(std::move(*token));
+}
+
+void connection::settle_c2d(c2d_settlement s) {
+  asio::post(ctx_.blocking, [self = shared_from_this(), s = std::move(s)] {
+    c2d::service& svc = *self->ctx_.svc.c2d;
+    const std::string& device = self->device_id();
+    const auto report = [&](const result<void>& r, std::string_view what) {
+      if (r) return;
+      // The lock lapsed before the PUBACK (a slow or stalled device): the message was, or will
+      // be, delivered again. Nothing to undo here.
+      self->ctx_.log->info("connection {}: C2D {} for {} not settled: {}", self->info_.id, what, self->who(),
+                           r.error().message);
+    };
+    try {
+      for (const std::string& token : s.complete) report(svc.complete(device, token), "complete");
+      for (const std::string& token : s.reject) report(svc.reject(device, token), "reject");
+      for (const std::string& token : s.unlock) svc.unlock(device, token);
+    } catch (const std::exception& e) {
+      self->ctx_.log->error("connection {}: settling C2D messages for {} failed: {}", self->info_.id, self->who(),
+                            e.what());
+    }
   });
 }
 

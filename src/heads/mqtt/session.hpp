@@ -60,6 +60,10 @@ struct session_options {
   // reading until half of them are acknowledged. The SDK pipelines; this bounds the memory.
   std::size_t max_in_flight = 512;
   std::size_t max_in_flight_bytes = 8 * 1024 * 1024;
+  // C2D messages out at QoS 1 and not yet PUBACKed (each holds a lock in c2d::service). The SDK
+  // PUBACKs on arrival, so a small window keeps the link busy; a stalled device holds at most
+  // this many locks, which lapse back to the queue after the lock timeout.
+  std::size_t max_c2d_in_flight = 16;
 };
 
 // Shared by every MQTT connection; owned by the server's listeners, which outlive them.

@@ -234,6 +234,7 @@ TEST_F(admission_test, persistent_sessions_keep_subscriptions_clean_ones_do_not)
   auto first = request("dev1", token("devices/dev1", key_));
   admission a = admit_one(first);
   ASSERT_EQ(a.code, code::accepted);
+  EXPECT_FALSE(a.c2d_qos);
   sessions_.subscribe("dev1", "devices/dev1/messages/devicebound/#", 1);
   sessions_.close("dev1", a.session_token, false);
   table_.detach({"dev1", ""}, first.link.get(), "gone");
@@ -241,10 +242,12 @@ TEST_F(admission_test, persistent_sessions_keep_subscriptions_clean_ones_do_not)
   admission b = admit_one(request("dev1", token("devices/dev1", key_)));
   EXPECT_TRUE(b.session_present);
   ASSERT_EQ(sessions_.subscriptions("dev1").size(), 1u);
+  EXPECT_EQ(b.c2d_qos, 1);  // the resumed session delivers the queued C2D messages at once
 
   admission c = admit_one(request("dev1", token("devices/dev1", key_), /*clean=*/true));
   EXPECT_FALSE(c.session_present);
   EXPECT_TRUE(sessions_.subscriptions("dev1").empty());
+  EXPECT_FALSE(c.c2d_qos);
   sessions_.close("dev1", c.session_token, true);
   EXPECT_EQ(sessions_.size(), 0u);
 }
