@@ -508,6 +508,14 @@ std::optional<feedback_batch> service::receive_feedback() {
 }
 
 result<void> service::complete_feedback(std::string_view lock_token) {
+  bool released = false;
+  auto r = complete_feedback_locked(lock_token, &released);
+  // A lapsed lock made the records receivable again: a waiting receiver should take them.
+  if (released) notify({}, true);
+  return r;
+}
+
+result<void> service::complete_feedback_locked(std::string_view lock_token, bool* released) {
   std::scoped_lock lock(mutex_);
   storage::write_batch batch;
   std::vector<std::uint64_t> done;
@@ -522,6 +530,7 @@ result<void> service::complete_feedback(std::string_view lock_token) {
   if (done.empty()) return make_error(errc::device_message_lock_lost, "the feedback lock is unknown or has expired");
   if (lapsed) {
     for (std::uint64_t seq : done) feedback_[seq].lock_token.clear();
+    *released = true;
     return make_error(errc::device_message_lock_lost, "the feedback lock has expired");
   }
   if (auto w = kv_.write(batch, true); !w) return w.error();

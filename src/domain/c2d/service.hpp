@@ -202,6 +202,7 @@ class service {
   result<held> hold(std::string_view device_id, std::string_view lock_token, bool* released);
   // complete and reject: settle a held message with the outcome's feedback.
   result<void> settle(std::string_view device_id, std::string_view lock_token, outcome o);
+  result<void> complete_feedback_locked(std::string_view lock_token, bool* released);
   void notify(const std::vector<std::string>& devices, bool feedback);
 
   storage::kv& kv_;

@@ -315,6 +315,7 @@ TEST_F(c2d_test, feedback_batches_lock_expire_and_abandon) {
   options small = opt_;
   small.feedback_batch_records = 2;
   service s(*kv_, registry_, clock_, small);
+  s.set_feedback_notifier([this] { ++feedback_notified_; });
   ASSERT_TRUE(s.load().has_value());
   for (const char* id : {"a", "b", "c"}) {
     ASSERT_TRUE(s.send("d1", msg(id, ack_mode::positive)).has_value());
@@ -337,8 +338,10 @@ TEST_F(c2d_test, feedback_batches_lock_expire_and_abandon) {
 
   // An unsettled batch comes back after the feedback lock duration.
   clock_.advance(61s);
-  s.sweep();
+  const int before = feedback_notified_;
   EXPECT_EQ(s.complete_feedback(first->lock_token).error().code, errc::device_message_lock_lost);
+  EXPECT_GT(feedback_notified_, before) << "the released records wake a waiting receiver";
+  s.sweep();
   std::size_t total = 0;
   while (auto b = s.receive_feedback()) {
     total += b->records.size();
