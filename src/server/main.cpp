@@ -207,7 +207,7 @@ int run(const config& cfg) {
   amqp_head::partition_watch event_watch(**events);
   event_watch.set_consumer_groups(cfg.consumer_groups);
   const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch, &certs, &c2d,
-                                 &feedback_watch};
+                                 &feedback_watch, &twins, &methods};
   // The REST API: the service side, and the device side (telemetry, C2D over HTTPS).
   http::router router(http::services{registry, auth, clk, certs, &connections, &telemetry, &c2d});
   periodic retention(std::chrono::minutes(1), [&log, &events, &clk] {

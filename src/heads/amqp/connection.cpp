@@ -53,6 +53,18 @@ bool read_epoch(const std::map<proton::symbol, proton::value>& props, std::optio
   }
 }
 
+// The attach's com.microsoft:channel-correlation-id ("twin:<uuid>", "methods:<uuid>"): pairs a
+// device's twin sender with its receiver. Empty when absent or not text.
+std::string channel_of(const std::map<proton::symbol, proton::value>& props) {
+  auto it = props.find(proton::symbol("com.microsoft:channel-correlation-id"));
+  if (it == props.end()) return {};
+  switch (it->second.type()) {
+    case proton::STRING: return proton::get<std::string>(it->second);
+    case proton::SYMBOL: return proton::get<proton::symbol>(it->second);
+    default: return {};
+  }
+}
+
 std::optional<std::uint32_t> text_to_partition(const std::string& text) {
   if (text.empty() || text.size() > 6 || text.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
   return static_cast<std::uint32_t>(std::stoul(text));
@@ -182,11 +194,15 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
                                                                                  : "Modules do not receive cloud-to-device messages"));
     return;
   }
-  const bool device_link = (addr.what == link_address::kind::telemetry && e.we_receive) || addr.what == link_address::kind::c2d;
+  const bool device_link = (addr.what == link_address::kind::telemetry && e.we_receive) ||
+                           addr.what == link_address::kind::c2d ||
+                           (addr.what == link_address::kind::twin && opts_.serve_twins) ||
+                           (addr.what == link_address::kind::methods && opts_.serve_methods);
   if (device_link) {
+    const pending_link p{e.link, e.name, addr, e.we_receive, channel_of(e.properties)};
     const std::string* aud = grant_for(addr.device_id, addr.module_id);
     if (aud != nullptr) {
-      accept_device_link(e.link, e.name, addr, *aud, out);
+      accept_device_link(p, *aud, out);
       return;
     }
     if (client_certificate_) {
@@ -198,7 +214,7 @@ void connection::on_link_requested(amqp::link_requested& e, std::vector<work>& o
         x509_checks_.emplace(ticket, connections::identity{addr.device_id, addr.module_id});
         out.push_back(check_certificate_work{ticket, connections::identity{addr.device_id, addr.module_id}});
       }
-      waiting.push_back(pending_link{e.link, e.name, addr});
+      waiting.push_back(p);
       return;
     }
     log_->info("{}: link to '{}' for {} refused: no valid token for it", log_id_, address,
@@ -256,29 +272,52 @@ void connection::on_service_link(amqp::link_requested& e, const std::string& add
   driver_.accept_link(e.link, devicebound ? opts_.telemetry_credit : 0);
 }
 
-void connection::accept_device_link(amqp::link_id link, const std::string& name, const link_address& addr,
-                                    const std::string& aud, std::vector<work>& out) {
+void connection::accept_device_link(const pending_link& p, const std::string& aud, std::vector<work>& out) {
   const grant& g = grants_.at(aud);
-  const bool c2d = addr.what == link_address::kind::c2d;
+  const link_address& addr = p.addr;
   link_state s;
-  s.kind = c2d ? link_kind::device_c2d : link_kind::telemetry;
-  s.name = name;
+  // Links we send on (devicebound, the twin and methods receivers) are driven by the device's
+  // credit (credit_available); the others get ours.
+  std::uint32_t credit = 0;
+  const char* what = "telemetry";
+  switch (addr.what) {
+    case link_address::kind::c2d:
+      s.kind = link_kind::device_c2d;
+      what = "cloud-to-device";
+      break;
+    case link_address::kind::twin:
+      s.kind = p.we_receive ? link_kind::twin_requests : link_kind::twin_responses;
+      credit = p.we_receive ? opts_.twin_credit : 0;
+      what = p.we_receive ? "twin sender" : "twin receiver";
+      break;
+    case link_address::kind::methods:
+      s.kind = p.we_receive ? link_kind::method_answers : link_kind::method_calls;
+      credit = p.we_receive ? opts_.telemetry_credit : 0;
+      what = p.we_receive ? "methods sender" : "methods receiver";
+      break;
+    default:
+      s.kind = link_kind::telemetry;
+      credit = opts_.telemetry_credit;
+      break;
+  }
+  s.name = p.name;
   s.audience = aud;
   s.identity_kind = g.who;
   s.device_id = addr.device_id;
   s.module_id = addr.module_id;
-  links_.emplace(link, std::move(s));
-  log_->debug("{}: {} link for {} attached", log_id_, c2d ? "cloud-to-device" : "telemetry",
-              identity_text(addr.device_id, addr.module_id));
-  // A devicebound link is one we send on: the device's credit drives it (credit_available).
-  driver_.accept_link(link, c2d ? 0 : opts_.telemetry_credit);
-  identity_state& id = identities_[key_of(addr.device_id, addr.module_id)];
+  s.channel = p.channel;
+  links_.emplace(p.link, std::move(s));
+  log_->debug("{}: {} link for {} attached", log_id_, what, identity_text(addr.device_id, addr.module_id));
+  driver_.accept_link(p.link, credit);
+  const std::string key = key_of(addr.device_id, addr.module_id);
+  identity_state& id = identities_[key];
   ++id.links;
   if (!id.attached && !id.attaching) {
     id.who = connections::identity{addr.device_id, addr.module_id};
     id.attaching = true;
     out.push_back(attach_identity_work{id.who});
   }
+  update_methods(key, out);
 }
 
 void connection::certificate_checked(std::uint64_t ticket, result<grant> r, std::vector<work>& out) {
@@ -301,7 +340,7 @@ void connection::certificate_checked(std::uint64_t ticket, result<grant> r, std:
         driver_.refuse_link(p.link, amqp::condition("amqp:resource-limit-exceeded", "Too many links on this connection"));
         continue;
       }
-      accept_device_link(p.link, p.name, p.addr, aud, out);
+      accept_device_link(p, aud, out);
     }
   }
   driver_.poll(events_);
@@ -319,6 +358,10 @@ void connection::on_message(amqp::message_received& e, std::vector<work>& out) {
     case link_kind::mgmt_requests: on_management_request(e, out); return;
     case link_kind::telemetry: on_telemetry(it->second, e, out); return;
     case link_kind::service_c2d: on_c2d_send(it->second, e, out); return;
+    case link_kind::twin_requests: on_twin_request(it->second, e, out); return;
+    case link_kind::method_answers: on_method_answer(it->second, e, out); return;
+    case link_kind::twin_responses:
+    case link_kind::method_calls:
     case link_kind::device_c2d:
     case link_kind::service_feedback:
     case link_kind::service_receiver:
@@ -398,10 +441,22 @@ void connection::flush_replies(amqp::link_id link) {
   auto it = links_.find(link);
   if (it == links_.end()) return;
   auto& q = it->second.replies;
+  // Twin answers, desired patches and method calls go presettled: the SDK's receivers accept
+  // everything on arrival (and ask for settled deliveries on the twin link).
+  const bool presettled = it->second.kind == link_kind::twin_responses || it->second.kind == link_kind::method_calls;
   while (!q.empty() && driver_.credit(link) > 0) {
-    if (!driver_.send(link, q.front())) break;
+    if (!driver_.send(link, q.front(), presettled)) break;
     q.pop_front();
   }
+}
+
+bool connection::queue_send(amqp::link_id link, proton::message m) {
+  auto it = links_.find(link);
+  if (it == links_.end()) return false;
+  if (it->second.replies.size() >= opts_.max_waiting_sends) return false;
+  it->second.replies.push_back(std::move(m));
+  flush_replies(link);
+  return true;
 }
 
 void connection::on_telemetry(const link_state& link, amqp::message_received& e, std::vector<work>& out) {
@@ -813,12 +868,18 @@ void connection::partition_data(amqp::link_id link, std::vector<work>& out) {
 
 void connection::link_gone(link_state& s, const std::string& reason, std::vector<work>& out) {
   release_link_locks(s, out);
-  if (s.kind != link_kind::telemetry && s.kind != link_kind::device_c2d) return;
-  auto it = identities_.find(key_of(s.device_id, s.module_id));
-  if (it == identities_.end() || --it->second.links > 0) return;
+  if (!is_identity_link(s.kind)) return;
+  const std::string key = key_of(s.device_id, s.module_id);
+  auto it = identities_.find(key);
+  if (it == identities_.end()) return;
+  if (--it->second.links > 0) {
+    update_methods(key, out);  // a methods link may have gone
+    return;
+  }
   // Its last link: the identity disconnects. While its attach is still running the detach waits
   // for the answer (identity_attached), so the table sees them in order.
   if (it->second.attaching) return;
+  if (it->second.methods_ready) out.push_back(methods_ready_work{it->second.who, false});
   if (it->second.attached) out.push_back(detach_identity_work{it->second.who, reason});
   identities_.erase(it);
 }
@@ -826,8 +887,7 @@ void connection::link_gone(link_state& s, const std::string& reason, std::vector
 void connection::close_identity_links(const std::string& key, const proton::error_condition& error,
                                       std::vector<work>& out) {
   for (auto l = links_.begin(); l != links_.end();) {
-    const bool device_link = l->second.kind == link_kind::telemetry || l->second.kind == link_kind::device_c2d;
-    if (device_link && key_of(l->second.device_id, l->second.module_id) == key) {
+    if (is_identity_link(l->second.kind) && key_of(l->second.device_id, l->second.module_id) == key) {
       driver_.close_link(l->first, error);
       link_state s = std::move(l->second);
       l = links_.erase(l);
@@ -855,6 +915,12 @@ void connection::identity_attached(const connections::identity& who, result<std:
   } else {
     it->second.attached = true;
     it->second.presence = std::move(*r);
+    update_methods(key, out);
+    // Twin requests that waited for the attach: a PUT of desired notifications is answered only
+    // now, when desired changes can find this connection.
+    auto deferred = std::move(it->second.deferred_twin);
+    it->second.deferred_twin.clear();
+    for (auto& [link, request] : deferred) handle_twin_request(link, std::move(request), out);
     // Notifications reach this connection through the table only from now on: look again, in
     // case a message came while the attach ran.
     if (who.module_id.empty()) c2d_available(who.device_id, out);
@@ -890,7 +956,7 @@ void connection::expire_grants(std::vector<work>& out) {
     log_->info("{}: the SAS token for '{}' expired; closing the links it authorised", log_id_, g->first);
     for (auto l = links_.begin(); l != links_.end();) {
       const link_kind k = l->second.kind;
-      const bool authorised = k == link_kind::telemetry || k == link_kind::device_c2d || k == link_kind::service_c2d ||
+      const bool authorised = is_identity_link(k) || k == link_kind::service_c2d ||
                               k == link_kind::service_feedback || k == link_kind::service_receiver;
       if (authorised && l->second.audience == g->first) {
         driver_.close_link(l->first, amqp::condition("amqp:unauthorized-access", "The SAS token for this link has expired"));
@@ -903,6 +969,178 @@ void connection::expire_grants(std::vector<work>& out) {
     }
     g = grants_.erase(g);
   }
+}
+
+void connection::on_twin_request(const link_state& link, amqp::message_received& e, std::vector<work>& out) {
+  // The SDK sends its requests presettled; anything else is accepted here, the outcome travels
+  // in the answer.
+  if (!e.presettled) driver_.settle(e.delivery, amqp::outcome::accepted);
+  twin_request r = read_twin_request(e.message);
+  const std::string key = key_of(link.device_id, link.module_id);
+  if (grants_.find(link.audience) == grants_.end()) {
+    // The grant expired and the link is closing; the SDK waits for an answer all the same.
+    answer_twin_request(pending_twin{e.link, key, link.channel, r.correlation_id},
+                        twin_error(make_error(errc::unauthorized, "The SAS token for this link has expired"), clock_.now()));
+    return;
+  }
+  if (auto id = identities_.find(key); id != identities_.end() && id->second.attaching) {
+    // Bounded by the link's credit, which comes back only as requests are answered.
+    id->second.deferred_twin.emplace_back(e.link, std::move(r));
+    return;
+  }
+  handle_twin_request(e.link, std::move(r), out);
+}
+
+void connection::handle_twin_request(amqp::link_id request_link, twin_request r, std::vector<work>& out) {
+  auto it = links_.find(request_link);
+  if (it == links_.end() || it->second.kind != link_kind::twin_requests) return;  // gone: nobody to answer
+  const link_state& link = it->second;
+  pending_twin p{request_link, key_of(link.device_id, link.module_id), link.channel, r.correlation_id};
+  if (id_text(r.correlation_id).empty()) {
+    // The SDK matches answers by correlation-id: one without it cannot be answered.
+    log_->info("{}: twin request of {} without correlation-id ignored", log_id_,
+               identity_text(link.device_id, link.module_id));
+    driver_.grant(request_link, 1);
+    return;
+  }
+  switch (r.op) {
+    case twin_operation::get:
+    case twin_operation::patch_reported: {
+      // Credit comes back with the answer (twin_answered).
+      const std::uint64_t ticket = ++next_ticket_;
+      out.push_back(twin_work{ticket, connections::identity{link.device_id, link.module_id}, r.op, std::move(r.body)});
+      twins_.emplace(ticket, std::move(p));
+      return;
+    }
+    case twin_operation::subscribe_desired:
+    case twin_operation::unsubscribe_desired: {
+      const bool on = r.op == twin_operation::subscribe_desired;
+      if (const amqp::link_id rx = twin_receiver(p.key, p.channel); rx != 0) links_.at(rx).desired = on;
+      log_->debug("{}: desired notifications {} for {}", log_id_, on ? "on" : "off",
+                  identity_text(link.device_id, link.module_id));
+      driver_.grant(request_link, 1);
+      answer_twin_request(p, twin_answer{on ? 200 : 204, {}, std::nullopt});
+      return;
+    }
+    case twin_operation::unknown: break;
+  }
+  driver_.grant(request_link, 1);
+  answer_twin_request(p, twin_error(make_error(errc::argument_invalid, "Unsupported twin operation '" + r.operation +
+                                                                         "' on '" + r.resource + "'"),
+                                    clock_.now()));
+}
+
+void connection::twin_answered(std::uint64_t ticket, twin_answer a, std::vector<work>& out) {
+  auto it = twins_.find(ticket);
+  if (it == twins_.end()) return;
+  const pending_twin p = std::move(it->second);
+  twins_.erase(it);
+  driver_.grant(p.request_link, 1);  // ignored when the link has gone
+  answer_twin_request(p, a);
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::answer_twin_request(const pending_twin& p, const twin_answer& a) {
+  const amqp::link_id rx = twin_receiver(p.key, p.channel);
+  if (rx == 0) {
+    log_->info("{}: twin answer dropped: the device has no twin receiver", log_id_);
+    return;
+  }
+  if (!queue_send(rx, twin_response(p.correlation_id, a))) {
+    // Never dropped (the SDK would wait forever): a device that does not read is disconnected.
+    log_->info("{}: the device does not read its twin answers; closing", log_id_);
+    driver_.close(amqp::condition("amqp:resource-limit-exceeded", "Too many unread twin messages"));
+  }
+}
+
+amqp::link_id connection::twin_receiver(const std::string& key, const std::string& channel) const {
+  amqp::link_id paired = 0;
+  amqp::link_id newest = 0;
+  for (const auto& [id, s] : links_) {
+    if (s.kind != link_kind::twin_responses || key_of(s.device_id, s.module_id) != key) continue;
+    newest = std::max(newest, id);
+    if (!channel.empty() && s.channel == channel) paired = std::max(paired, id);
+  }
+  return paired != 0 ? paired : newest;
+}
+
+void connection::desired_properties(const connections::identity& who, const std::string& patch_json,
+                                    std::vector<work>& out) {
+  const std::string key = key_of(who.device_id, who.module_id);
+  std::vector<amqp::link_id> receivers;
+  for (const auto& [id, s] : links_) {
+    if (s.kind == link_kind::twin_responses && s.desired && key_of(s.device_id, s.module_id) == key)
+      receivers.push_back(id);
+  }
+  for (const amqp::link_id rx : receivers) {
+    if (!queue_send(rx, desired_message(patch_json))) {
+      log_->info("{}: the device does not read its desired patches; closing", log_id_);
+      driver_.close(amqp::condition("amqp:resource-limit-exceeded", "Too many unread twin messages"));
+      break;
+    }
+  }
+  if (!receivers.empty())
+    log_->debug("{}: desired patch sent to {}", log_id_, identity_text(who.device_id, who.module_id));
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::on_method_answer(const link_state& link, amqp::message_received& e, std::vector<work>& out) {
+  if (grants_.find(link.audience) == grants_.end()) {
+    driver_.settle(e.delivery, amqp::outcome::rejected,
+                   amqp::condition("amqp:unauthorized-access", "The SAS token for this link has expired"));
+    return;
+  }
+  auto r = read_method_response(e.message);
+  driver_.grant(e.link, 1);
+  if (!r) {
+    log_->info("{}: method response from {} rejected: {}", log_id_, identity_text(link.device_id, link.module_id),
+               r.error().message);
+    driver_.settle(e.delivery, amqp::outcome::rejected, condition_for(r.error()));
+    return;
+  }
+  // Accepted whatever the service makes of it: a late answer (the call timed out) is the
+  // service's to drop, not the device's error.
+  driver_.settle(e.delivery, amqp::outcome::accepted);
+  out.push_back(method_response_work{connections::identity{link.device_id, link.module_id}, std::move(*r)});
+}
+
+void connection::invoke_method(const connections::identity& who, const messaging::method_call& call,
+                               std::vector<work>& out) {
+  const std::string key = key_of(who.device_id, who.module_id);
+  amqp::link_id rx = 0;
+  for (const auto& [id, s] : links_) {
+    if (s.kind == link_kind::method_calls && key_of(s.device_id, s.module_id) == key) rx = std::max(rx, id);
+  }
+  if (rx == 0) {
+    log_->info("{}: method call '{}' for {} dropped: its methods links are gone", log_id_, call.name,
+               identity_text(who.device_id, who.module_id));
+  } else if (!queue_send(rx, method_request(call))) {
+    log_->info("{}: method call '{}' for {} dropped: {} calls wait for the device's credit", log_id_, call.name,
+               identity_text(who.device_id, who.module_id), opts_.max_waiting_sends);
+  }
+  driver_.poll(events_);
+  handle(events_, out);
+}
+
+void connection::update_methods(const std::string& key, std::vector<work>& out) {
+  auto it = identities_.find(key);
+  if (it == identities_.end()) return;
+  identity_state& id = it->second;
+  bool calls = false;
+  bool answers = false;
+  for (const auto& [l, s] : links_) {
+    if (key_of(s.device_id, s.module_id) != key) continue;
+    calls = calls || s.kind == link_kind::method_calls;
+    answers = answers || s.kind == link_kind::method_answers;
+  }
+  const bool ready = id.attached && calls && answers;
+  if (ready == id.methods_ready) return;
+  id.methods_ready = ready;
+  log_->debug("{}: {} {} method calls", log_id_, identity_text(id.who.device_id, id.who.module_id),
+              ready ? "takes" : "no longer takes");
+  out.push_back(methods_ready_work{id.who, ready});
 }
 
 const std::string* connection::grant_for(const std::string& device_id, const std::string& module_id) const {

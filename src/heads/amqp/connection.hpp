@@ -25,11 +25,23 @@
 //                        (pool), then feedback_received()
 //   feedback_wait     -> feedback_watch::wait(), then feedback_available()
 //   feedback_settle   -> complete_feedback / abandon_feedback (pool); no answer
+//   twin              -> answer_twin() (twins::service, pool), then twin_answered()
+//   methods_ready     -> the identity takes method calls here (or stops): device_link::invoke_method
+//                        says so, and methods::service::ready() (pool) releases calls waiting for it
+//   method_response   -> methods::service::respond() (pool); no answer
 // Cloud-to-device (service.md §6.3-6.4, device.md §4.3-4.6): the service SDK's sender to
 // /messages/devicebound queues each message (settled once durable); its feedback receiver gets
 // locked batches of feedback records while it has credit; a device's devicebound receiver gets
 // locked messages while it has credit, and its dispositions settle them. Locks held by a link
 // that goes away (or by a connection that ends) are given back: release_locks().
+// Twins (device.md §4.7): a device's twin sender and receiver (paired by their
+// com.microsoft:channel-correlation-id); requests are answered on the receiver, with the request's
+// correlation-id; PUT/DELETE of the desired notifications turn desired_properties() pushes on and
+// off for that receiver. Requests that come while the identity's attach is running wait for it,
+// so that a desired change after an answered PUT always finds this connection in the table.
+// Direct methods (device.md §4.8): once an identity's methods receiver and sender are both
+// attached (and the identity is), it takes calls: invoke_method() sends them on the receiver,
+// and the device's answers on the sender go to methods::service::respond.
 // X.509 devices put no token: when the client presented a certificate, a device link for an
 // identity without a grant waits, unanswered, for the certificate check, as IoT Hub does.
 // The Event Hubs-compatible endpoint (service.md §7) is served on the same connections: CBS
@@ -49,6 +61,7 @@
 #include "heads/amqp/addresses.hpp"
 #include "heads/amqp/event_hubs.hpp"
 #include "heads/amqp/grants.hpp"
+#include "heads/amqp/messages.hpp"
 #include "heads/amqp/partition_watch.hpp"
 #include "storage/event_log.hpp"
 
@@ -153,10 +166,28 @@ struct feedback_settle_work {
   bool complete = false;
   std::string lock_token;
 };
+// A device's twin request for the twins service: GET, or PATCH of its reported properties.
+struct twin_work {
+  std::uint64_t ticket = 0;
+  connections::identity who;
+  twin_operation op = twin_operation::get;
+  std::string body;  // PATCH: the JSON patch as the device sent it
+};
+// The identity starts (ready) or stops taking direct method calls on this connection.
+struct methods_ready_work {
+  connections::identity who;
+  bool ready = false;
+};
+// A device answered the method call `request_id`.
+struct method_response_work {
+  connections::identity who;
+  method_response response;
+};
 using work = std::variant<check_token_work, append_telemetry_work, attach_identity_work, detach_identity_work,
                           read_events_work, wait_events_work, partition_info_work, check_certificate_work,
                           claim_partition_work, release_partition_work, c2d_send_work, c2d_receive_work,
-                          c2d_settle_work, feedback_receive_work, feedback_wait_work, feedback_settle_work>;
+                          c2d_settle_work, feedback_receive_work, feedback_wait_work, feedback_settle_work, twin_work,
+                          methods_ready_work, method_response_work>;
 
 // What a read_events found: the records, and the sequence number to read from next.
 struct events_read {
@@ -187,6 +218,16 @@ struct connection_options {
   std::size_t max_feedback_unsettled = 16;
   // The hub's name (user-id of feedback messages).
   std::string hub_name;
+  // Twin and methods links are served (else refused with amqp:not-implemented): the server sets
+  // them when it has the twins and methods services.
+  bool serve_twins = false;
+  bool serve_methods = false;
+  // Twin requests a device may have unanswered per twin sender: the link's credit.
+  std::uint32_t twin_credit = 10;
+  // Messages waiting for the device's credit on a twin receiver (answers, desired patches) or a
+  // methods receiver (calls). A twin receiver past it closes the connection (its answers cannot
+  // be dropped: the SDK waits for them forever); a call past it is dropped (it times out).
+  std::size_t max_waiting_sends = 1000;
 };
 
 class connection {
@@ -233,6 +274,14 @@ class connection {
                          std::vector<work>& out);
   // New feedback records for a receiver that waited (feedback_wait).
   void feedback_available(amqp::link_id link, std::vector<work>& out);
+  // The answer to a twin work item: sent on the twin receiver paired with the request's sender.
+  void twin_answered(std::uint64_t ticket, twin_answer a, std::vector<work>& out);
+  // A desired-properties patch for `who` (device_link::desired_properties): sent on its twin
+  // receivers that enabled desired notifications; ignored by the others.
+  void desired_properties(const connections::identity& who, const std::string& patch_json, std::vector<work>& out);
+  // A method call for `who` (device_link::invoke_method): sent on its methods receiver. Dropped
+  // (the call times out) when the links went away meanwhile.
+  void invoke_method(const connections::identity& who, const messaging::method_call& call, std::vector<work>& out);
   // Gives back every lock the connection holds (C2D messages unlocked, feedback batches
   // abandoned). Done when the transport closes; the session calls it again when it ends.
   void release_locks(std::vector<work>& out);
@@ -265,7 +314,16 @@ class connection {
     service_c2d,        // the service SDK's sender to /messages/devicebound
     service_feedback,   // its receiver from /messages/serviceBound/feedback
     service_receiver,   // its file-notification receiver (nothing to send yet)
+    twin_requests,      // a device's twin sender (/devices/<d>[/modules/<m>]/twin)
+    twin_responses,     // its twin receiver: answers and desired patches
+    method_calls,       // a device's methods receiver (/devices/<d>[/modules/<m>]/methods/devicebound)
+    method_answers,     // its methods sender
   };
+  // Links that belong to a device or module: authorised by its grant, counted for Connected.
+  static bool is_identity_link(link_kind k) {
+    return k == link_kind::telemetry || k == link_kind::device_c2d || k == link_kind::twin_requests ||
+           k == link_kind::twin_responses || k == link_kind::method_calls || k == link_kind::method_answers;
+  }
   struct link_state {
     link_kind kind = link_kind::telemetry;
     std::string name;
@@ -274,7 +332,10 @@ class connection {
     grant::kind identity_kind = grant::kind::device;
     std::string device_id;
     std::string module_id;
-    std::deque<proton::message> replies;  // cbs_replies / mgmt_replies waiting for credit
+    std::deque<proton::message> replies;  // cbs_replies / mgmt_replies / twin_responses / method_calls
+                                          // waiting for credit
+    std::string channel;                  // twin and methods links: com.microsoft:channel-correlation-id
+    bool desired = false;                 // twin_responses: desired notifications are on
     // partition: an Event Hubs receiver
     std::uint32_t partition = 0;
     std::optional<event_position> start;   // until the first read resolves it
@@ -310,13 +371,28 @@ class connection {
     std::size_t links = 0;       // device links open for it on this connection
     bool attaching = false;      // attach_identity asked, not answered: a detach waits for it
     bool attached = false;       // the table has it
+    bool methods_ready = false;  // methods_ready_work said it takes calls
     std::shared_ptr<registry::presence> presence;
+    // Twin requests that came while the attach ran: handled once it is done.
+    std::vector<std::pair<amqp::link_id, twin_request>> deferred_twin;
+  };
+  struct pending_twin {
+    amqp::link_id request_link = 0;
+    std::string key;      // the identity's
+    std::string channel;  // of the request's link: the answer goes to the receiver paired with it
+    proton::message_id correlation_id;
   };
 
   void handle(std::vector<amqp::event>& events, std::vector<work>& out);
   void on_link_requested(amqp::link_requested& e, std::vector<work>& out);
-  void accept_device_link(amqp::link_id link, const std::string& name, const link_address& addr, const std::string& aud,
-                          std::vector<work>& out);
+  struct pending_link {
+    amqp::link_id link = 0;
+    std::string name;
+    link_address addr;
+    bool we_receive = true;
+    std::string channel;
+  };
+  void accept_device_link(const pending_link& p, const std::string& aud, std::vector<work>& out);
   // The link `s` is gone (closed by either side): its locks go back, and a device link's
   // identity detaches with its last.
   void link_gone(link_state& s, const std::string& reason, std::vector<work>& out);
@@ -325,6 +401,17 @@ class connection {
   void on_cbs_request(amqp::message_received& e, std::vector<work>& out);
   void on_telemetry(const link_state& link, amqp::message_received& e, std::vector<work>& out);
   void on_c2d_send(const link_state& link, amqp::message_received& e, std::vector<work>& out);
+  void on_twin_request(const link_state& link, amqp::message_received& e, std::vector<work>& out);
+  // Answers at once (notifications, errors) or hands the request to the twins service.
+  void handle_twin_request(amqp::link_id request_link, twin_request r, std::vector<work>& out);
+  void answer_twin_request(const pending_twin& p, const twin_answer& a);
+  // The twin receiver of identity `key` paired with `channel` (else its newest one); 0 when none.
+  amqp::link_id twin_receiver(const std::string& key, const std::string& channel) const;
+  void on_method_answer(const link_state& link, amqp::message_received& e, std::vector<work>& out);
+  // Tells the session when the identity starts or stops taking method calls.
+  void update_methods(const std::string& key, std::vector<work>& out);
+  // Queues `m` on a link we send on and sends what its credit allows. False when the queue is full.
+  bool queue_send(amqp::link_id link, proton::message m);
   // The client settled a delivery we sent: a device's C2D message, or a feedback batch.
   void on_delivery_updated(const amqp::delivery_updated& e, std::vector<work>& out);
   // Asks for C2D messages (or feedback) for a receiver with credit, unless a request is out.
@@ -360,11 +447,7 @@ class connection {
   std::map<std::string, identity_state> identities_;  // by "<device>/<module>"
   std::unordered_map<std::uint64_t, amqp::link_id> reads_;             // read_events ticket -> link
   std::unordered_map<std::uint64_t, pending_management> management_;   // partition_info ticket
-  struct pending_link {
-    amqp::link_id link = 0;
-    std::string name;
-    link_address addr;
-  };
+  std::unordered_map<std::uint64_t, pending_twin> twins_;  // twin_work ticket -> whom to answer
   bool client_certificate_ = false;
   std::map<std::string, std::vector<pending_link>> x509_pending_;       // by identity key
   std::unordered_map<std::uint64_t, connections::identity> x509_checks_;  // ticket -> identity

@@ -1,7 +1,11 @@
 #include "heads/amqp/messages.hpp"
 
 #include "base/clock.hpp"
+#include "base/crypto.hpp"
+#include "base/json.hpp"
 #include "base/text.hpp"
+
+#include <boost/json/object.hpp>
 
 #include <proton/annotation_key.hpp>
 #include <proton/binary.hpp>
@@ -96,6 +100,37 @@ result<std::string> body_of(const proton::message& m) {
 
 proton::timestamp timestamp_of(sys_time t) {
   return proton::timestamp(std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
+}
+
+// "0f8fad5b-d9cb-469f-a165-70867728950e" (either case) as a uuid; nothing for other text.
+std::optional<proton::uuid> parse_uuid(std::string_view text) {
+  if (text.size() != 36) return std::nullopt;
+  char bytes[16];
+  std::size_t n = 0;
+  const auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < text.size();) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (text[i] != '-') return std::nullopt;
+      ++i;
+      continue;
+    }
+    const int hi = nibble(text[i]);
+    const int lo = nibble(text[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    bytes[n++] = static_cast<char>((hi << 4) | lo);
+    i += 2;
+  }
+  return proton::uuid::copy(bytes);
+}
+
+void set_data_body(proton::message& m, const std::string& body) {
+  m.body(proton::binary(body.begin(), body.end()));
+  m.inferred(true);  // a Data section: the SDK reads body.content
 }
 
 }  // namespace
@@ -267,6 +302,96 @@ proton::message feedback_message(const c2d::feedback_batch& b, const std::string
   m.content_type(std::string(c2d::feedback_content_type));
   m.user(hub_name);
   return m;
+}
+
+twin_request read_twin_request(const proton::message& m) {
+  twin_request r;
+  try {
+    r.correlation_id = m.correlation_id();
+    r.operation = annotation(m, "operation").value_or("");
+    r.resource = annotation(m, "resource").value_or("");
+    auto body = body_of(m);
+    if (body) r.body = std::move(*body);
+  } catch (const proton::error&) {
+    // Annotations that do not decode: answered as an unknown operation.
+    r.operation.clear();
+  }
+  constexpr std::string_view desired = "/notifications/twin/properties/desired";
+  if (r.operation == "GET") {
+    r.op = twin_operation::get;
+  } else if (r.operation == "PATCH" && r.resource == "/properties/reported") {
+    r.op = twin_operation::patch_reported;
+  } else if (r.operation == "PUT" && r.resource == desired) {
+    r.op = twin_operation::subscribe_desired;
+  } else if (r.operation == "DELETE" && r.resource == desired) {
+    r.op = twin_operation::unsubscribe_desired;
+  }
+  return r;
+}
+
+twin_answer twin_error(const error& e, sys_time now) {
+  twin_answer a;
+  a.status = error_number(e.code) / 1000;
+  boost::json::object body{
+      {"errorCode", error_number(e.code)},
+      {"trackingId", crypto::uuid_v4()},
+      {"message", e.message},
+      {"timestampUtc", to_iso8601(now)},
+  };
+  a.body = json::serialize(body);
+  return a;
+}
+
+proton::message twin_response(const proton::message_id& correlation_id, const twin_answer& a) {
+  proton::message m;
+  m.correlation_id(correlation_id);
+  auto& ann = m.message_annotations();
+  ann.put(proton::symbol("status"), proton::value(static_cast<std::int32_t>(a.status)));
+  if (a.version) ann.put(proton::symbol("version"), proton::value(static_cast<std::int64_t>(*a.version)));
+  if (!a.body.empty()) set_data_body(m, a.body);
+  return m;
+}
+
+proton::message desired_message(const std::string& patch_json) {
+  proton::message m;
+  set_data_body(m, patch_json);
+  return m;
+}
+
+proton::message method_request(const messaging::method_call& call) {
+  proton::message m;
+  if (auto u = parse_uuid(call.request_id)) {
+    m.correlation_id(proton::message_id(*u));
+  } else {
+    m.correlation_id(proton::message_id(call.request_id));
+  }
+  m.properties().put("IoThub-methodname", call.name);
+  set_data_body(m, call.payload);
+  return m;
+}
+
+result<method_response> read_method_response(const proton::message& m) {
+  try {
+    method_response r;
+    r.request_id = id_text(m.correlation_id());
+    if (r.request_id.empty()) return bad_message("The method response has no correlation-id");
+    const auto& props = m.properties();
+    if (!props.exists("IoThub-status")) return bad_message("The method response has no IoThub-status");
+    const proton::scalar status = props.get("IoThub-status");
+    const proton::type_id t = status.type();
+    if (!proton::type_id_is_signed_int(t) && !proton::type_id_is_unsigned_int(t))
+      return bad_message("IoThub-status must be an integer");
+    const auto v = proton::coerce<std::int64_t>(status);
+    if (v < std::numeric_limits<std::int32_t>::min() || v > std::numeric_limits<std::int32_t>::max())
+      return bad_message("IoThub-status is out of range");
+    r.status = static_cast<int>(v);
+    auto body = body_of(m);
+    if (!body) return body.error();
+    r.payload = std::move(*body);
+    return r;
+  } catch (const proton::error& e) {
+    return bad_message(std::string("The message does not decode: ") + e.what());
+  }
 }
 
 std::string hub_name_of(std::string_view host_name) {

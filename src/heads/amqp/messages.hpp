@@ -2,13 +2,16 @@
 // IoT Hub's AMQP messages <-> hub types: CBS put-token requests and their replies, and a device's
 // telemetry message as telemetry::message, cloud-to-device messages both ways (the service's
 // send, the device's delivery) and feedback batches. Proton types, no Asio; unit-tested.
+#include "base/clock.hpp"
 #include "base/error.hpp"
 #include "domain/c2d/service.hpp"
+#include "domain/connections/device_link.hpp"
 #include "domain/telemetry/message.hpp"
 
 #include <proton/message.hpp>
 #include <proton/message_id.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -74,6 +77,66 @@ proton::message c2d_message(const c2d::delivery& d);
 // JSON in a Data section, content-type application/vnd.microsoft.iothub.feedback.json, user-id
 // the hub's name, message-id a fresh uuid.
 proton::message feedback_message(const c2d::feedback_batch& b, const std::string& hub_name);
+
+// --- twins (device.md §4.7) ---
+
+// What a request on a device's twin sender asks, by its message annotations `operation` and
+// `resource`.
+enum class twin_operation : std::uint8_t {
+  get,                  // GET: the {desired, reported} view
+  patch_reported,       // PATCH /properties/reported
+  subscribe_desired,    // PUT /notifications/twin/properties/desired
+  unsubscribe_desired,  // DELETE /notifications/twin/properties/desired
+  unknown,
+};
+
+struct twin_request {
+  proton::message_id correlation_id;  // the answer echoes it, with its AMQP type (the SDK matches by ===)
+  twin_operation op = twin_operation::unknown;
+  std::string operation;              // as sent, for error texts
+  std::string resource;
+  std::string body;                   // the Data section's bytes (PATCH: the JSON patch)
+};
+// Reads what is there (never throws); an empty correlation_id means the request cannot be
+// answered.
+twin_request read_twin_request(const proton::message& m);
+
+// The answer to a twin request: status, JSON body (empty: none) and, for a reported patch, the
+// reported section's new $version.
+struct twin_answer {
+  int status = 200;
+  std::string body;
+  std::optional<std::int64_t> version;
+};
+// IoT Hub's error answer: the errc's HTTP status and its JSON body {"errorCode":400004,
+// "trackingId":...,"message":...,"timestampUtc":...} (the SDK JSON.parses error bodies).
+twin_answer twin_error(const error& e, sys_time now);
+// The message on the device's twin receiver: correlation-id, message-annotation `status` (int)
+// and, when set, `version` (long); a Data section holding the body (the SDK reads
+// body.content: an AMQP value would crash it), or no body.
+proton::message twin_response(const proton::message_id& correlation_id, const twin_answer& a);
+// A desired-properties patch (with "$version") as the device's twin receiver gets it: a Data
+// section and no correlation-id (that is how the SDK tells it from an answer).
+proton::message desired_message(const std::string& patch_json);
+
+// --- direct methods (device.md §4.8) ---
+
+// A call on the device's methods receiver: application property IoThub-methodname, the hub's
+// request id as correlation-id (an AMQP uuid when it is one, as IoT Hub sends it; the Node SDK
+// takes a uuid or a string), the payload JSON in a Data section.
+proton::message method_request(const messaging::method_call& call);
+
+// The device's answer on its methods sender: correlation-id = the request id (the Node SDK
+// re-encodes a uuid-looking string as an AMQP uuid: compared as canonical text), application
+// property IoThub-status (any integer type), the payload in a Data section.
+struct method_response {
+  std::string request_id;
+  int status = 0;
+  std::string payload;
+};
+// ArgumentInvalid when the correlation-id or the status is missing, or the body is not a Data
+// section.
+result<method_response> read_method_response(const proton::message& m);
 
 // The hub's name as IoT Hub uses it (feedback user-id, the Event Hubs-compatible name): the host
 // name's first label, lower case ("myhub" for myhub.example.com); an IP address as a whole.

@@ -22,6 +22,12 @@ class service;
 namespace hub::c2d {
 class service;
 }
+namespace hub::twins {
+class service;
+}
+namespace hub::methods {
+class service;
+}
 
 namespace hub::amqp_head {
 
@@ -44,6 +50,10 @@ struct services {
   c2d::service* c2d = nullptr;
   // Wakes feedback receivers: the composition root points c2d's feedback notifier at it.
   feedback_watch* feedback = nullptr;
+  // Device and module twins; null: twin links are refused (amqp:not-implemented).
+  twins::service* twins = nullptr;
+  // Direct methods; null: methods links are refused (amqp:not-implemented).
+  methods::service* methods = nullptr;
 };
 
 }  // namespace hub::amqp_head

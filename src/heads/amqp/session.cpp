@@ -15,11 +15,14 @@
 #include "domain/auth/service.hpp"
 #include "domain/c2d/service.hpp"
 #include "domain/connections/connection_table.hpp"
+#include "domain/methods/service.hpp"
 #include "domain/telemetry/service.hpp"
+#include "domain/twins/service.hpp"
 #include "heads/amqp/feedback_watch.hpp"
 #include "heads/amqp/grants.hpp"
 #include "heads/amqp/messages.hpp"
 #include "heads/amqp/partition_watch.hpp"
+#include "heads/amqp/twin_requests.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -31,6 +34,7 @@
 #include <fmt/format.h>
 #include <spdlog/logger.h>
 
+#include <atomic>
 #include <chrono>
 #include <exception>
 #include <map>
@@ -66,20 +70,26 @@ class live;
 std::string key_of(const connections::identity& who) { return who.device_id + "/" + who.module_id; }
 
 // A device or module connected through this AMQP connection, as the connection table sees it.
-// Any thread may close it (another connection of the same identity replaced it) or say its C2D
-// queue has messages: the work goes to the connection's thread.
+// Any thread may close it (another connection of the same identity replaced it), say its C2D
+// queue has messages, push a desired patch or call a method: the work goes to the connection's
+// thread.
 class identity_link final : public messaging::device_link {
  public:
   identity_link(std::weak_ptr<live> conn, asio::any_io_executor ex, connections::identity who)
       : conn_(std::move(conn)), ex_(std::move(ex)), who_(std::move(who)) {}
   void close(std::string reason) override;
   void c2d_available() override;
+  bool invoke_method(const messaging::method_call& call) override;
+  void desired_properties(std::string patch_json) override;
   const connections::identity& who() const { return who_; }
+  // Set on the connection's thread when the identity's methods links are attached (or gone).
+  void set_takes_methods(bool yes) { takes_methods_.store(yes, std::memory_order_release); }
 
  private:
   std::weak_ptr<live> conn_;
   asio::any_io_executor ex_;
   connections::identity who_;
+  std::atomic<bool> takes_methods_{false};
 };
 
 // One AMQP connection. Owned by shared_ptrs: the session coroutine's and the writer's. Work
@@ -101,6 +111,9 @@ class live final : public std::enable_shared_from_this<live> {
   void drop(const connections::identity& who, const std::string& reason);
   // The device's C2D queue has messages (identity_link::c2d_available); on the connection's thread.
   void c2d_available(const std::string& device_id);
+  // identity_link::invoke_method and desired_properties, on the connection's thread.
+  void invoke_method(const connections::identity& who, const messaging::method_call& call);
+  void desired_properties(const connections::identity& who, const std::string& patch_json);
 
  private:
   static asio::awaitable<void> write_loop(std::shared_ptr<live> self);
@@ -137,6 +150,36 @@ void identity_link::c2d_available() {
   asio::post(ex_, [conn = conn_, device = who_.device_id] {
     if (auto s = conn.lock()) s->c2d_available(device);
   });
+}
+
+bool identity_link::invoke_method(const messaging::method_call& call) {
+  if (!takes_methods_.load(std::memory_order_acquire)) return false;
+  asio::post(ex_, [conn = conn_, who = who_, call] {
+    if (auto s = conn.lock()) s->invoke_method(who, call);
+  });
+  return true;
+}
+
+void identity_link::desired_properties(std::string patch_json) {
+  asio::post(ex_, [conn = conn_, who = who_, patch = std::move(patch_json)] {
+    if (auto s = conn.lock()) s->desired_properties(who, patch);
+  });
+}
+
+void live::invoke_method(const connections::identity& who, const messaging::method_call& call) {
+  if (closed_) return;
+  std::vector<work> w;
+  conn_.invoke_method(who, call, w);
+  run(w);
+  kick();
+}
+
+void live::desired_properties(const connections::identity& who, const std::string& patch_json) {
+  if (closed_) return;
+  std::vector<work> w;
+  conn_.desired_properties(who, patch_json, w);
+  run(w);
+  kick();
 }
 
 void live::c2d_available(const std::string& device_id) {
@@ -525,6 +568,45 @@ void live::run(std::vector<work>& items) {
                          log->info("connection {}: completing a feedback batch: {}", id, r.error().message);
                      });
                    },
+                   [&](twin_work& t) {
+                     // Reads and synced writes of the twin: on the pool.
+                     asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, t = std::move(t)]() {
+                       twin_answer a = svc->twins != nullptr
+                                           ? answer_twin(*svc->twins, t.who, t.op, t.body, svc->clk.now())
+                                           : twin_error(make_error(errc::invalid_operation, "Twins are not served"),
+                                                        svc->clk.now());
+                       asio::post(ex, [self, ticket = t.ticket, a = std::move(a)]() mutable {
+                         auto s = self.lock();
+                         if (!s || s->closed_) return;
+                         std::vector<work> more;
+                         s->conn_.twin_answered(ticket, std::move(a), more);
+                         s->run(more);
+                         s->kick();
+                       });
+                     });
+                   },
+                   [&](methods_ready_work& m) {
+                     auto it = identity_links_.find(key_of(m.who));
+                     if (it == identity_links_.end()) return;
+                     it->second->set_takes_methods(m.ready);
+                     // Calls waiting for the identity (connectTimeoutInSeconds) go now; ready()
+                     // reaches back through the table and invoke_method, so not on this thread.
+                     if (m.ready && ctx_.svc.methods != nullptr)
+                       asio::post(ctx_.blocking, [svc = &ctx_.svc, who = m.who] {
+                         svc->methods->ready(methods::identity{who.device_id, who.module_id});
+                       });
+                   },
+                   [&](method_response_work& m) {
+                     if (ctx_.svc.methods == nullptr) return;
+                     // The completion it runs posts the HTTP answer; keep it off the I/O thread.
+                     asio::post(ctx_.blocking, [svc = &ctx_.svc, log = ctx_.log, id = info_.id, m = std::move(m)]() mutable {
+                       auto r = svc->methods->respond(methods::identity{m.who.device_id, m.who.module_id},
+                                                      m.response.request_id, m.response.status,
+                                                      std::move(m.response.payload));
+                       // A late answer (the call timed out): nobody waits for it any more.
+                       if (!r) log->info("connection {}: method response of '{}': {}", id, m.who.device_id, r.error().message);
+                     });
+                   },
                    [&](partition_info_work& p) {
                      asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, p]() {
                        result<storage::partition_stats> st = svc->telemetry.log().stats(p.partition);
@@ -549,6 +631,8 @@ void live::run(std::vector<work>& items) {
 connection_options default_options(const services& svc) {
   connection_options o;
   o.hub_name = hub_name_of(svc.auth.identity().host_name);
+  o.serve_twins = svc.twins != nullptr;
+  o.serve_methods = svc.methods != nullptr;
   if (svc.watch != nullptr) {
     o.event_hub_partitions = svc.telemetry.log().partitions();
     o.event_hub_created_ms =

@@ -8,9 +8,12 @@
 #include "domain/auth/service.hpp"
 #include "domain/c2d/service.hpp"
 #include "domain/connections/connection_table.hpp"
+#include "domain/methods/service.hpp"
 #include "domain/registry/service.hpp"
+#include "domain/twins/service.hpp"
 #include "heads/amqp/feedback_watch.hpp"
 #include "heads/amqp/grants.hpp"
+#include "heads/amqp/twin_requests.hpp"
 #include "storage/kv.hpp"
 
 #include <proton/annotation_key.hpp>
@@ -33,9 +36,20 @@ using namespace std::chrono_literals;
 constexpr std::string_view device_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 constexpr std::string_view host = "myhub.example";
 
+// What the session's identity_link does, recorded: pump() hands calls and desired patches to
+// the connection afterwards (it is not re-entrant).
 struct fake_link final : messaging::device_link {
   void close(std::string reason) override { closed_with = std::move(reason); }
+  bool invoke_method(const messaging::method_call& call) override {
+    if (!takes_methods) return false;
+    calls.push_back(call);
+    return true;
+  }
+  void desired_properties(std::string patch_json) override { desired.push_back(std::move(patch_json)); }
   std::string closed_with;
+  bool takes_methods = false;
+  std::vector<messaging::method_call> calls;
+  std::vector<std::string> desired;
 };
 
 class amqp_connection : public ::testing::Test {
@@ -63,6 +77,14 @@ class amqp_connection : public ::testing::Test {
     // As hubd wires them, but delivered by pump(): the connection is not re-entrant.
     c2d_.set_device_notifier([this](std::string_view device) { device_news_.emplace_back(device); });
     c2d_.set_feedback_notifier([this] { feedback_watch_.notify(); });
+    twins_.set_desired_listener([this](const twins::identity& who, const boost::json::object& patch) {
+      if (auto link = table_.find({who.device_id, who.module_id})) link->desired_properties(boost::json::serialize(patch));
+    });
+  }
+
+  // A connection with other options (before any traffic).
+  void reopen(const connection_options& opts) {
+    conn_ = std::make_unique<connection>(opts, clock_, hub::log::get("amqp"), "connection 1");
   }
 
   // Moves bytes both ways, answers token checks and delivers C2D notifications until nothing moves.
@@ -81,9 +103,15 @@ class amqp_connection : public ::testing::Test {
     FAIL() << "never went quiet";
   }
 
+  bool link_news() const {
+    for (const auto& [key, link] : links_)
+      if (!link->calls.empty() || !link->desired.empty()) return true;
+    return false;
+  }
+
   bool deliver_notifications() {
     bool any = false;
-    for (int i = 0; i < 100 && (!device_news_.empty() || !feedback_woken_.empty()); ++i) {
+    for (int i = 0; i < 100 && (!device_news_.empty() || !feedback_woken_.empty() || link_news()); ++i) {
       any = true;
       std::vector<std::string> devices;
       devices.swap(device_news_);
@@ -92,6 +120,16 @@ class amqp_connection : public ::testing::Test {
       std::vector<work> w;
       for (const std::string& d : devices) conn_->c2d_available(d, w);
       for (amqp::link_id l : links) conn_->feedback_available(l, w);
+      for (auto& [key, link] : links_) {
+        const auto slash = key.find('/');
+        const connections::identity who{key.substr(0, slash), key.substr(slash + 1)};
+        auto calls = std::move(link->calls);
+        link->calls.clear();
+        auto desired = std::move(link->desired);
+        link->desired.clear();
+        for (const auto& c : calls) conn_->invoke_method(who, c, w);
+        for (const auto& d : desired) conn_->desired_properties(who, d, w);
+      }
       run(w);
     }
     return any;
@@ -106,6 +144,8 @@ class amqp_connection : public ::testing::Test {
         conn_->token_checked(t->ticket, check_token(token_services{auth_, registry_}, t->aud, t->token), more);
       } else if (auto* a = std::get_if<append_telemetry_work>(&w[i])) {
         appends_.push_back(std::move(*a));
+      } else if (auto* at = std::get_if<attach_identity_work>(&w[i]); at != nullptr && hold_attaches_) {
+        held_attaches_.push_back(*at);
       } else if (auto* at = std::get_if<attach_identity_work>(&w[i])) {
         auto link = std::make_shared<fake_link>();
         links_[at->who.device_id + "/" + at->who.module_id] = link;
@@ -145,6 +185,17 @@ class amqp_connection : public ::testing::Test {
         } else {
           c2d_.abandon_feedback(fs->lock_token);
         }
+      } else if (auto* tw = std::get_if<twin_work>(&w[i])) {
+        twin_ops_.push_back(tw->op);
+        conn_->twin_answered(tw->ticket, answer_twin(twins_, tw->who, tw->op, tw->body, clock_.now()), more);
+      } else if (auto* mr = std::get_if<methods_ready_work>(&w[i])) {
+        auto& link = links_[mr->who.device_id + "/" + mr->who.module_id];
+        ASSERT_TRUE(link) << "methods_ready before the identity's attach";
+        link->takes_methods = mr->ready;
+        if (mr->ready) methods_.ready({mr->who.device_id, mr->who.module_id});
+      } else if (auto* ma = std::get_if<method_response_work>(&w[i])) {
+        responds_.push_back(methods_.respond({ma->who.device_id, ma->who.module_id}, ma->response.request_id,
+                                             ma->response.status, ma->response.payload));
       }
       for (auto& m : more) w.push_back(std::move(m));
     }
@@ -228,6 +279,23 @@ class amqp_connection : public ::testing::Test {
   std::vector<c2d_settle_work> settles_;
   std::vector<feedback_settle_work> feedback_settles_;
   int c2d_receives_ = 0;
+  twins::service twins_{*kv_, registry_, clock_};
+  methods::service methods_{registry_,
+                            [this](const methods::identity& who) { return table_.find({who.device_id, who.module_id}); },
+                            clock_};
+  std::vector<twin_operation> twin_ops_;
+  std::vector<result<void>> responds_;
+  bool hold_attaches_ = false;  // attach_identity work waits in held_attaches_ (release_attaches())
+  std::vector<attach_identity_work> held_attaches_;
+
+  void release_attaches() {
+    hold_attaches_ = false;
+    std::vector<work> w;
+    for (auto& a : held_attaches_) w.push_back(a);
+    held_attaches_.clear();
+    run(w);
+    pump();
+  }
 };
 
 TEST_F(amqp_connection, put_token_then_telemetry_is_accepted_once_durable) {
@@ -1009,6 +1077,380 @@ TEST(feedback_watch_test, a_notify_between_the_read_and_the_wait_is_not_lost) {
   w.wait(w.generation(), std::weak_ptr<int>(), [&] { ++woken; });
   w.notify();
   EXPECT_EQ(woken, 2) << "an owner that is gone is not called";
+}
+
+}  // namespace
+}  // namespace hub::amqp_head
+
+// --- twins and direct methods: a device's twin and methods links (device.md §4.7, §4.8) ---
+namespace hub::amqp_head {
+namespace {
+
+class amqp_twin_methods : public amqp_connection {
+ protected:
+  void SetUp() override {
+    connection_options opts;
+    opts.hub_name = "myhub";
+    opts.serve_twins = true;
+    opts.serve_methods = true;
+    reopen(opts);
+    attach_cbs();
+  }
+
+  static std::string path_of(const std::string& device, const std::string& module) {
+    return module.empty() ? "/devices/" + device : "/devices/" + device + "/modules/" + module;
+  }
+
+  void put_identity_token(const std::string& device, const std::string& module = {}) {
+    if (module.empty()) {
+      ASSERT_EQ(put_token(audience_of(device), device_token(device), "tok-" + device), 200);
+      return;
+    }
+    const std::string token =
+        auth::make_sas_token(std::string(host) + "/devices/" + device + "/modules/" + module, device_key, 2'000'000'000);
+    ASSERT_EQ(put_token("myhub.example%2Fdevices%2F" + device + "%2Fmodules%2F" + module, token, "tok-" + module), 200);
+  }
+
+  static std::map<proton::symbol, proton::value> link_properties(const std::string& channel) {
+    return {{proton::symbol("com.microsoft:channel-correlation-id"), proton::value(channel)},
+            {proton::symbol("com.microsoft:api-version"), proton::value(std::string("2021-04-12"))}};
+  }
+
+  // The SDK's twin links: the sender first, then the receiver, one channel-correlation-id.
+  std::pair<amqp::link_id, amqp::link_id> open_twin(const std::string& device, const std::string& module = {},
+                                                    const std::string& channel = "twin:5d1b1c1e") {
+    const std::string address = path_of(device, module) + "/twin";
+    const amqp::link_id tx = client_->open_sender(address, link_properties(channel));
+    const amqp::link_id rx = client_->open_receiver(address, 100, link_properties(channel));
+    pump();
+    EXPECT_EQ(client_got<amqp::link_opened>().size(), 2u);
+    EXPECT_TRUE(client_got<amqp::link_closed>().empty());
+    return {tx, rx};
+  }
+
+  std::pair<amqp::link_id, amqp::link_id> open_methods(const std::string& device, const std::string& module = {},
+                                                       std::uint32_t credit = 100) {
+    const std::string address = path_of(device, module) + "/methods/devicebound";
+    const amqp::link_id tx = client_->open_sender(address, link_properties("methods:0b7e6a52"));
+    const amqp::link_id rx = client_->open_receiver(address, credit, link_properties("methods:0b7e6a52"));
+    pump();
+    EXPECT_EQ(client_got<amqp::link_opened>().size(), 2u);
+    EXPECT_TRUE(client_got<amqp::link_closed>().empty());
+    return {tx, rx};
+  }
+
+  static proton::message twin_msg(const std::string& operation, const std::string& resource, const std::string& cid,
+                                  const std::string& body) {
+    proton::message m;
+    m.correlation_id(proton::message_id(cid));
+    m.message_annotations().put(proton::symbol("operation"), proton::value(operation));
+    if (!resource.empty()) m.message_annotations().put(proton::symbol("resource"), proton::value(resource));
+    m.body(proton::binary(body.begin(), body.end()));
+    m.inferred(true);
+    return m;
+  }
+
+  // Sends a twin request as the SDK does (presettled) and returns what the twin receiver got.
+  std::vector<amqp::message_received> twin_request(amqp::link_id sender, const std::string& operation,
+                                                   const std::string& resource, const std::string& cid,
+                                                   const std::string& body = " ") {
+    EXPECT_TRUE(client_->send(sender, twin_msg(operation, resource, cid, body), true));
+    pump();
+    return client_got<amqp::message_received>();
+  }
+
+  static std::string text(const proton::value& v) {
+    const auto b = proton::get<proton::binary>(v);
+    return std::string(b.begin(), b.end());
+  }
+  static proton::value annotation(const proton::message& m, const char* key) {
+    return m.message_annotations().get(proton::annotation_key(proton::symbol(key)));
+  }
+  static int status_of(const proton::message& m) { return proton::get<std::int32_t>(annotation(m, "status")); }
+
+  // Invokes a method the way the REST route does and records the outcome.
+  std::shared_ptr<std::optional<result<methods::answer>>> invoke(const std::string& device, const std::string& module,
+                                                                 const std::string& name, const std::string& payload) {
+    auto outcome = std::make_shared<std::optional<result<methods::answer>>>();
+    methods::invocation inv;
+    inv.name = name;
+    inv.payload = payload;
+    inv.response_timeout = 5s;
+    methods_.invoke({device, module}, inv, [outcome](result<methods::answer> r) { *outcome = std::move(r); });
+    pump();
+    return outcome;
+  }
+
+  static proton::message method_answer(const proton::message_id& request_id, int status, const std::string& payload) {
+    proton::message m;
+    m.correlation_id(request_id);
+    m.properties().put("IoThub-status", static_cast<std::int32_t>(status));
+    m.body(proton::binary(payload.begin(), payload.end()));
+    m.inferred(true);
+    return m;
+  }
+};
+
+TEST_F(amqp_twin_methods, get_and_reported_patch_answer_on_the_receiver_with_the_requests_correlation_id) {
+  put_identity_token("dev1");
+  const auto [tx, rx] = open_twin("dev1");
+  EXPECT_EQ(state_of("dev1"), registry::connection_state::connected) << "twin links connect the device";
+
+  auto got = twin_request(tx, "GET", "", "c-get");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].link, rx);
+  EXPECT_TRUE(got[0].presettled);
+  const proton::message& get = got[0].message;
+  ASSERT_EQ(get.correlation_id().type(), proton::STRING) << "echoed with its AMQP type: the SDK compares with ===";
+  EXPECT_EQ(proton::get<std::string>(get.correlation_id()), "c-get");
+  EXPECT_EQ(status_of(get), 200);
+  ASSERT_EQ(get.body().type(), proton::BINARY) << "a Data section: the SDK reads body.content";
+  auto view = boost::json::parse(text(get.body())).as_object();
+  EXPECT_EQ(view.at("reported").at("$version").as_int64(), 1);
+  EXPECT_EQ(view.at("desired").at("$version").as_int64(), 1);
+  EXPECT_FALSE(view.contains("tags"));
+
+  got = twin_request(tx, "PATCH", "/properties/reported", "c-patch", R"({"temperature":21,"fw":{"v":"1.2"}})");
+  ASSERT_EQ(got.size(), 1u);
+  const proton::message& patch = got[0].message;
+  EXPECT_EQ(proton::get<std::string>(patch.correlation_id()), "c-patch");
+  EXPECT_EQ(status_of(patch), 204);
+  EXPECT_EQ(proton::get<std::int64_t>(annotation(patch, "version")), 2) << "the reported section's new $version";
+  EXPECT_EQ(patch.body().type(), proton::NULL_TYPE) << "no body";
+  auto twin = twins_.get({"dev1", ""}).value();
+  const auto& reported = twin.at("properties").at("reported").as_object();
+  EXPECT_EQ(reported.at("temperature").as_int64(), 21);
+  EXPECT_EQ(reported.at("$version").as_int64(), 2);
+  EXPECT_TRUE(reported.at("$metadata").as_object().contains("temperature"));
+  EXPECT_EQ((twin_ops_ == std::vector<twin_operation>{twin_operation::get, twin_operation::patch_reported}), true);
+}
+
+TEST_F(amqp_twin_methods, broken_requests_are_answered_with_iot_hubs_errors) {
+  put_identity_token("dev1");
+  const auto [tx, rx] = open_twin("dev1");
+  const auto error_of = [&](const std::vector<amqp::message_received>& got, const std::string& cid) {
+    EXPECT_EQ(got.size(), 1u);
+    if (got.empty()) return std::pair<int, std::int64_t>{0, 0};
+    EXPECT_EQ(proton::get<std::string>(got[0].message.correlation_id()), cid);
+    const auto body = boost::json::parse(text(got[0].message.body())).as_object();
+    EXPECT_TRUE(body.contains("message"));
+    EXPECT_TRUE(body.contains("trackingId"));
+    return std::pair<int, std::int64_t>{status_of(got[0].message), body.at("errorCode").as_int64()};
+  };
+  EXPECT_EQ(error_of(twin_request(tx, "PATCH", "/properties/reported", "bad-json", "{\"a\":"), "bad-json"),
+            (std::pair<int, std::int64_t>{400, 400006}));
+  EXPECT_EQ(error_of(twin_request(tx, "PATCH", "/properties/reported", "bad-key", R"({"a.b":1})"), "bad-key"),
+            (std::pair<int, std::int64_t>{400, 400004}));
+  EXPECT_EQ(error_of(twin_request(tx, "PATCH", "/properties/desired", "not-yours", "{}"), "not-yours"),
+            (std::pair<int, std::int64_t>{400, 400004}));
+  EXPECT_EQ(error_of(twin_request(tx, "FROB", "", "unknown"), "unknown"), (std::pair<int, std::int64_t>{400, 400004}));
+  EXPECT_EQ(twins_.get({"dev1", ""}).value().at("properties").at("reported").at("$version").as_int64(), 1)
+      << "nothing was written";
+  EXPECT_EQ(client_->credit(tx), 10) << "credit comes back as requests are answered";
+}
+
+TEST_F(amqp_twin_methods, desired_patches_follow_put_and_stop_after_delete) {
+  put_identity_token("dev1");
+  const auto [tx, rx] = open_twin("dev1");
+  ASSERT_TRUE(twins_.update({"dev1", ""}, boost::json::parse(R"({"properties":{"desired":{"early":1}}})"), std::nullopt));
+  pump();
+  EXPECT_TRUE(client_got<amqp::message_received>().empty()) << "not before notifications are on";
+
+  auto got = twin_request(tx, "PUT", "/notifications/twin/properties/desired", "c-put");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(status_of(got[0].message), 200);
+  EXPECT_EQ(proton::get<std::string>(got[0].message.correlation_id()), "c-put");
+
+  auto updated = twins_.update({"dev1", ""}, boost::json::parse(R"({"properties":{"desired":{"speed":7}}})"), std::nullopt);
+  ASSERT_TRUE(updated);
+  pump();
+  got = client_got<amqp::message_received>();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].link, rx);
+  EXPECT_TRUE(got[0].message.correlation_id().empty()) << "no correlation-id: the SDK's sign of a desired patch";
+  ASSERT_EQ(got[0].message.body().type(), proton::BINARY);
+  const auto patch = boost::json::parse(text(got[0].message.body())).as_object();
+  EXPECT_EQ(patch.at("speed").as_int64(), 7);
+  EXPECT_EQ(patch.at("$version").as_int64(),
+            updated->at("properties").at("desired").at("$version").as_int64());
+  EXPECT_FALSE(patch.contains("early"));
+
+  got = twin_request(tx, "DELETE", "/notifications/twin/properties/desired", "c-del");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(status_of(got[0].message), 204);
+  ASSERT_TRUE(twins_.update({"dev1", ""}, boost::json::parse(R"({"properties":{"desired":{"speed":8}}})"), std::nullopt));
+  pump();
+  EXPECT_TRUE(client_got<amqp::message_received>().empty()) << "notifications are off";
+}
+
+TEST_F(amqp_twin_methods, requests_wait_for_the_identitys_attach) {
+  put_identity_token("dev1");
+  hold_attaches_ = true;
+  const auto [tx, rx] = open_twin("dev1");
+  ASSERT_EQ(held_attaches_.size(), 1u);
+  EXPECT_TRUE(twin_request(tx, "PUT", "/notifications/twin/properties/desired", "c-put").empty())
+      << "unanswered while the attach runs: a desired change could not find the connection yet";
+  EXPECT_TRUE(twin_ops_.empty());
+  release_attaches();
+  auto got = client_got<amqp::message_received>();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(status_of(got[0].message), 200);
+  ASSERT_TRUE(twins_.update({"dev1", ""}, boost::json::parse(R"({"properties":{"desired":{"x":1}}})"), std::nullopt));
+  pump();
+  EXPECT_EQ(client_got<amqp::message_received>().size(), 1u);
+}
+
+TEST_F(amqp_twin_methods, twin_links_need_the_identitys_grant_and_modules_have_their_own_twin) {
+  put_identity_token("dev1");
+  client_->open_sender("/devices/dev2/twin");
+  client_->open_receiver("/devices/dev1/modules/mod1/twin", 10);
+  pump();
+  auto closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 2u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:unauthorized-access");
+  EXPECT_EQ(closed[1].error.name(), "amqp:unauthorized-access");
+  client_events_.clear();
+
+  put_identity_token("dev1", "mod1");
+  const auto [tx, rx] = open_twin("dev1", "mod1", "twin:module");
+  auto got = twin_request(tx, "PATCH", "/properties/reported", "m-patch", R"({"module":true})");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(status_of(got[0].message), 204);
+  EXPECT_TRUE(twins_.get({"dev1", "mod1"}).value().at("properties").at("reported").at("module").as_bool());
+  EXPECT_FALSE(twins_.get({"dev1", ""}).value().at("properties").at("reported").as_object().contains("module"));
+}
+
+TEST_F(amqp_twin_methods, answers_go_to_the_receiver_paired_by_channel) {
+  put_identity_token("dev1");
+  const auto [tx1, rx1] = open_twin("dev1", "", "twin:one");
+  const auto [tx2, rx2] = open_twin("dev1", "", "twin:two");
+  auto got = twin_request(tx1, "GET", "", "c1");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].link, rx1);
+  got = twin_request(tx2, "GET", "", "c2");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].link, rx2);
+}
+
+TEST_F(amqp_twin_methods, a_method_call_goes_to_the_device_and_its_answer_completes_the_invocation) {
+  put_identity_token("dev1");
+  auto offline = invoke("dev1", "", "reboot", "{}");
+  ASSERT_TRUE(offline->has_value());
+  ASSERT_FALSE(**offline);
+  EXPECT_EQ((*offline)->error().code, errc::device_not_online) << "no methods links yet";
+
+  const auto [tx, rx] = open_methods("dev1");
+  ASSERT_TRUE(links_["dev1/"]->takes_methods);
+  auto outcome = invoke("dev1", "", "reboot", R"({"delay":3})");
+  EXPECT_FALSE(outcome->has_value()) << "waiting for the device";
+  auto calls = client_got<amqp::message_received>();
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].link, rx);
+  const proton::message& call = calls[0].message;
+  EXPECT_EQ(proton::get<std::string>(call.properties().get("IoThub-methodname")), "reboot");
+  EXPECT_EQ(call.correlation_id().type(), proton::UUID) << "the hub's request id, a uuid";
+  ASSERT_EQ(call.body().type(), proton::BINARY);
+  EXPECT_EQ(text(call.body()), R"({"delay":3})");
+
+  // The SDK answers with the id as a string re-encoded as a uuid; either matches.
+  auto sent = client_->send(tx, method_answer(call.correlation_id(), 201, R"({"ok":true})"));
+  ASSERT_TRUE(sent);
+  pump();
+  auto updates = client_got<amqp::delivery_updated>();
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].state, amqp::outcome::accepted);
+  ASSERT_TRUE(outcome->has_value());
+  ASSERT_TRUE(**outcome) << (*outcome)->error().message;
+  EXPECT_EQ((**outcome)->status, 201);
+  EXPECT_EQ((**outcome)->payload, R"({"ok":true})");
+
+  // A string correlation-id works as well.
+  outcome = invoke("dev1", "", "ping", "null");
+  calls = client_got<amqp::message_received>();
+  ASSERT_EQ(calls.size(), 1u);
+  const std::string id = proton::get<proton::uuid>(calls[0].message.correlation_id()).str();
+  ASSERT_TRUE(client_->send(tx, method_answer(proton::message_id(id), 200, "\"pong\"")));
+  pump();
+  ASSERT_TRUE(outcome->has_value() && **outcome);
+  EXPECT_EQ((**outcome)->payload, "\"pong\"");
+  EXPECT_EQ(methods_.pending(), 0u);
+}
+
+TEST_F(amqp_twin_methods, concurrent_calls_each_get_their_own_answer_past_the_devices_credit) {
+  put_identity_token("dev1");
+  const auto [tx, rx] = open_methods("dev1", "", 5);
+  std::vector<std::shared_ptr<std::optional<result<methods::answer>>>> outcomes;
+  for (int i = 0; i < 20; ++i) outcomes.push_back(invoke("dev1", "", "echo", std::to_string(i)));
+  std::vector<amqp::message_received> calls = client_got<amqp::message_received>();
+  EXPECT_EQ(calls.size(), 5u) << "no more than the device's credit";
+  while (calls.size() < 20) {
+    client_->grant(rx, 5);
+    pump();
+    auto more = client_got<amqp::message_received>();
+    ASSERT_FALSE(more.empty());
+    for (auto& c : more) calls.push_back(std::move(c));
+  }
+  // Answered in reverse order, each with its request's payload times ten.
+  for (auto c = calls.rbegin(); c != calls.rend(); ++c) {
+    const int n = std::stoi(text(c->message.body()));
+    ASSERT_TRUE(client_->send(tx, method_answer(c->message.correlation_id(), 200, std::to_string(n * 10))));
+  }
+  pump();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(outcomes[i]->has_value() && **outcomes[i]) << i;
+    EXPECT_EQ((**outcomes[i])->payload, std::to_string(i * 10));
+  }
+}
+
+TEST_F(amqp_twin_methods, a_module_takes_calls_and_a_closed_link_stops_them) {
+  put_identity_token("dev1", "mod1");
+  const auto [tx, rx] = open_methods("dev1", "mod1");
+  auto outcome = invoke("dev1", "mod1", "m", "1");
+  auto calls = client_got<amqp::message_received>();
+  ASSERT_EQ(calls.size(), 1u);
+  ASSERT_TRUE(client_->send(tx, method_answer(calls[0].message.correlation_id(), 200, "2")));
+  pump();
+  ASSERT_TRUE(outcome->has_value() && **outcome);
+  EXPECT_EQ((**outcome)->payload, "2");
+
+  EXPECT_FALSE(**invoke("dev1", "", "m", "1")) << "the module's links are not its device's";
+  client_->close_link(tx);
+  pump();
+  EXPECT_FALSE(links_["dev1/mod1"]->takes_methods);
+  outcome = invoke("dev1", "mod1", "m", "1");
+  ASSERT_TRUE(outcome->has_value());
+  ASSERT_FALSE(**outcome);
+  EXPECT_EQ((*outcome)->error().code, errc::device_not_online);
+}
+
+TEST_F(amqp_twin_methods, malformed_answers_are_rejected_and_late_ones_accepted) {
+  put_identity_token("dev1");
+  const auto [tx, rx] = open_methods("dev1");
+  proton::message no_status;
+  no_status.correlation_id(proton::message_id(std::string("x")));
+  ASSERT_TRUE(client_->send(tx, no_status));
+  pump();
+  auto updates = client_got<amqp::delivery_updated>();
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].state, amqp::outcome::rejected);
+  EXPECT_EQ(updates[0].error.name(), "com.microsoft:argument-error");
+
+  ASSERT_TRUE(client_->send(tx, method_answer(proton::message_id(std::string("no-such-call")), 200, "null")));
+  pump();
+  updates = client_got<amqp::delivery_updated>();
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].state, amqp::outcome::accepted) << "the device did its part";
+  ASSERT_EQ(responds_.size(), 1u);
+  EXPECT_FALSE(responds_[0]) << "the service knows no such call";
+}
+
+TEST_F(amqp_twin_methods, methods_are_taken_only_once_the_identity_is_attached) {
+  put_identity_token("dev1");
+  hold_attaches_ = true;
+  open_methods("dev1");
+  EXPECT_TRUE(links_.find("dev1/") == links_.end()) << "not attached yet";
+  release_attaches();
+  EXPECT_TRUE(links_["dev1/"]->takes_methods);
 }
 
 }  // namespace
