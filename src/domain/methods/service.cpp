@@ -21,6 +21,8 @@ error not_online(const identity& who) {
                                       who.device_id));
 }
 
+error shutting_down() { return make_error(errc::service_unavailable, "The hub is shutting down"); }
+
 error timed_out() { return make_error(errc::gateway_timeout, "Timed out waiting for the response from device."); }
 
 }  // namespace
@@ -72,18 +74,21 @@ void service::invoke(const identity& who, invocation inv, done_fn done) {
 
   const std::string id = crypto::uuid_v4();
   const sys_time now = clock_.now();
+  bool stopping = false;
   {
     // In the table before the connection sees it: the answer may come back at once.
     std::scoped_lock lock(mutex_);
-    calls_.emplace(id, call{who, inv, std::move(done), true, now + inv.response_timeout});
+    stopping = stopping_;
+    if (!stopping) calls_.emplace(id, call{who, inv, std::move(done), true, now + inv.response_timeout});
   }
+  if (stopping) return done(shutting_down());
   if (deliver(id, who, inv)) return;
 
   done_fn failed;
   {
     std::scoped_lock lock(mutex_);
     auto it = calls_.find(id);
-    if (it == calls_.end()) return;  // settled meanwhile (cannot happen undelivered, but be safe)
+    if (it == calls_.end()) return;  // settled meanwhile (shutdown)
     if (inv.connect_timeout.count() > 0) {
       it->second.delivered = false;
       it->second.deadline = now + inv.connect_timeout;
@@ -158,6 +163,16 @@ void service::sweep() {
     }
   }
   for (auto& [done, e] : expired) done(std::move(e));
+}
+
+void service::shutdown() {
+  std::unordered_map<std::string, call> calls;
+  {
+    std::scoped_lock lock(mutex_);
+    stopping_ = true;
+    calls.swap(calls_);
+  }
+  for (auto& [id, c] : calls) c.done(shutting_down());
 }
 
 std::size_t service::pending() const {

@@ -81,6 +81,11 @@ class service {
   void ready(const identity& who);
   // Settles the calls whose time is up.
   void sweep();
+  // The hub is stopping: settles every call in flight with ServiceUnavailable, and answers later
+  // invocations so at once. hubd calls it when its listeners start stopping (so that HTTP sessions
+  // waiting for an answer end) and again before their executors are destroyed, because
+  // completions post there (an unsettled completion would outlive the executor it holds).
+  void shutdown();
   // Calls in flight or waiting for their device.
   std::size_t pending() const;
 
@@ -102,6 +107,7 @@ class service {
   options options_;
   mutable std::mutex mutex_;
   std::unordered_map<std::string, call> calls_;  // by request id
+  bool stopping_ = false;                          // after shutdown(): no new calls
 };
 
 }  // namespace hub::methods

@@ -91,6 +91,32 @@ TEST_F(methods_test, round_trip) {
   EXPECT_EQ(svc_.respond({"d1", ""}, link->calls[0].request_id, 200, "").error().code, errc::not_found);
 }
 
+TEST_F(methods_test, shutdown_settles_every_call) {
+  auto link = connect("d1/");
+  auto delivered = call({"d1", ""}, inv("reboot"));
+  auto waiting = call({"d1", "m1"}, [] {
+    auto i = inv("later");
+    i.connect_timeout = 60s;
+    return i;
+  }());
+  EXPECT_EQ(svc_.pending(), 2u);
+  svc_.shutdown();
+  EXPECT_EQ(svc_.pending(), 0u);
+  for (const auto& out : {delivered, waiting}) {
+    ASSERT_TRUE(out->has_value());
+    ASSERT_FALSE((*out)->has_value());
+    EXPECT_EQ((*out)->error().code, errc::service_unavailable);
+  }
+  // The device's late answer finds nothing.
+  EXPECT_EQ(svc_.respond({"d1", ""}, link->calls[0].request_id, 200, "").error().code, errc::not_found);
+  // Later calls are refused at once and never reach the device.
+  auto late = call({"d1", ""}, inv("again"));
+  ASSERT_TRUE(late->has_value());
+  EXPECT_EQ((*late)->error().code, errc::service_unavailable);
+  EXPECT_EQ(link->calls.size(), 1u);
+  EXPECT_EQ(svc_.pending(), 0u);
+}
+
 TEST_F(methods_test, many_calls_in_flight_get_their_own_answers) {
   auto link = connect("d1/");
   std::vector<std::shared_ptr<std::optional<result<answer>>>> outs;
