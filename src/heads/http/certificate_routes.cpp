@@ -27,30 +27,11 @@ response fail(const route_context& c, errc code, std::string message) {
   return error_of(code, std::move(message), c.svc.clk);
 }
 
-// If-Match as sent: quoted or not, possibly weak (W/"..."); the service wants the bare etag.
-// Present-but-empty stays present (as "*"), so it is not mistaken for "no If-Match".
-certificates::if_match if_match_of(const request& req) {
-  const auto header = req.header("If-Match");
-  if (!header) return std::nullopt;
-  std::string_view v = text::trim(*header);
-  if (v.starts_with("W/") || v.starts_with("w/")) v.remove_prefix(2);
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  if (v.empty()) return std::string("*");
-  return std::string(v);
-}
-
 // The resource id names the hub the way ARM does; hubd's hub name is its host name.
 std::string_view hub_name(const route_context& c) { return c.svc.auth.identity().host_name; }
 
 response description(const route_context& c, int status, const certificates::ca_certificate& cert) {
   return json_response(status, certificates::to_json(cert, hub_name(c)), cert.etag);
-}
-
-result<bj::object> body_object(const route_context& c) {
-  auto v = json::parse(c.req.body);
-  if (!v) return v.error();
-  if (!v->is_object()) return make_error(errc::iothub_format_error, "The request body must be a JSON object");
-  return std::move(v->get_object());
 }
 
 // "certificate" as a string: absent is ArgumentNull, another type ArgumentInvalid.
@@ -80,7 +61,7 @@ response get_certificate(const route_context& c) {
 // flat {"certificate":..., "isVerified":...} of api-version 2017-07-01 (CertificateBodyDescription).
 // isVerified true is IoT Hub's "set certificate status to verified on upload".
 response put_certificate(const route_context& c) {
-  auto body = body_object(c);
+  auto body = body_object(c.req);
   if (!body) return fail(c, body.error());
   const bj::object* fields = &*body;
   if (const auto* props = body->if_contains("properties"); props != nullptr && !props->is_null()) {
@@ -115,7 +96,7 @@ response generate_verification_code(const route_context& c) {
 
 // Body: CertificateVerificationDescription {"certificate":"<PEM or base64 DER>"}.
 response verify_certificate(const route_context& c) {
-  auto body = body_object(c);
+  auto body = body_object(c.req);
   if (!body) return fail(c, body.error());
   auto proof = certificate_field(*body);
   if (!proof) return fail(c, proof.error());

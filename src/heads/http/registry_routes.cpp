@@ -27,27 +27,6 @@ response fail(const route_context& c, errc code, std::string message) {
   return error_of(code, std::move(message), c.svc.clk);
 }
 
-// If-Match as the SDKs send it: always quoted ("*", "<etag>"), possibly weak (W/"..."). The
-// registry wants the bare value. Presence matters on its own (PUT without If-Match creates), so
-// an empty value ("" from the SDK quoting an empty etag) stays present, as "*": no etag to match.
-registry::if_match if_match_of(const request& req) {
-  const auto header = req.header("If-Match");
-  if (!header) return std::nullopt;
-  std::string_view v = text::trim(*header);
-  if (v.starts_with("W/") || v.starts_with("w/")) v.remove_prefix(2);
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  if (v.empty()) return std::string("*");
-  return std::string(v);
-}
-
-// The request body as a JSON object. Malformed JSON is IotHubFormatError (from json::parse).
-result<bj::object> body_object(const route_context& c) {
-  auto v = json::parse(c.req.body);
-  if (!v) return v.error();
-  if (!v->is_object()) return make_error(errc::iothub_format_error, "The request body must be a JSON object");
-  return std::move(v->get_object());
-}
-
 // The id inside a body must name the same identity as the path. An absent id is taken from the
 // path, so hand-written requests that omit it still work.
 result<void> bind_id(bj::object& body, std::string_view key, std::string_view path_id) {
@@ -90,7 +69,7 @@ response get_device(const route_context& c) {
 // reports duplicates); with If-Match it updates, "*" unconditionally (Registry.update always
 // sends "*").
 response put_device(const route_context& c) {
-  auto body = body_object(c);
+  auto body = body_object(c.req);
   if (!body) return fail(c, body.error());
   if (auto bound = bind_id(*body, "deviceId", c.device_id); !bound) return fail(c, bound.error());
   auto dev = registry::device_from_json(*body);
@@ -238,7 +217,7 @@ response get_module(const route_context& c) {
 // Same create/update split as devices: Registry.addModule sends no If-Match, updateModule
 // sends the module's etag or "*".
 response put_module(const route_context& c) {
-  auto body = body_object(c);
+  auto body = body_object(c.req);
   if (!body) return fail(c, body.error());
   if (auto bound = bind_id(*body, "deviceId", c.device_id); !bound) return fail(c, bound.error());
   if (auto bound = bind_id(*body, "moduleId", c.module_id); !bound) return fail(c, bound.error());

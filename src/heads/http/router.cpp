@@ -12,7 +12,11 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <atomic>
+#include <condition_variable>
 #include <exception>
+#include <memory>
+#include <mutex>
 
 namespace hub::http {
 
@@ -55,6 +59,23 @@ response no_content() {
 
 response error_of(errc code, std::string message, const clock& clk) {
   return error_response(make_error(code, std::move(message)), clk);
+}
+
+std::optional<std::string> if_match_of(const request& req) {
+  const auto header = req.header("If-Match");
+  if (!header) return std::nullopt;
+  std::string_view v = text::trim(*header);
+  if (v.starts_with("W/") || v.starts_with("w/")) v.remove_prefix(2);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  if (v.empty()) return std::string("*");
+  return std::string(v);
+}
+
+result<boost::json::object> body_object(const request& req) {
+  auto v = json::parse(req.body);
+  if (!v) return v.error();
+  if (!v->is_object()) return make_error(errc::iothub_format_error, "The request body must be a JSON object");
+  return std::move(v->get_object());
 }
 
 }  // namespace detail
@@ -146,9 +167,9 @@ bool match_pattern(std::string_view pattern, const std::vector<std::string>& seg
   return true;
 }
 
-// Every route table of the REST API; later areas (twins, jobs, methods) add theirs here.
-std::array<std::span<const route>, 3> route_tables() {
-  return {detail::registry_routes(), detail::certificate_routes(), detail::device_routes()};
+// Every route table of the REST API; later areas (jobs, configurations) add theirs here.
+std::array<std::span<const route>, 4> route_tables() {
+  return {detail::registry_routes(), detail::certificate_routes(), detail::device_routes(), detail::twin_routes()};
 }
 
 struct lookup {
@@ -308,18 +329,40 @@ std::optional<response> check_ids(const route& r, const captures& ids, const clo
   return std::nullopt;
 }
 
+// Runs the handler of a matched, authorised route. nullopt when an asynchronous handler took
+// `done` (it answers through it); else the response.
+std::optional<response> dispatch(const route& r, const detail::route_context& ctx, const detail::responder& done) {
+  if (r.handle_async != nullptr) {
+    r.handle_async(ctx, done);
+    return std::nullopt;
+  }
+  return r.handle(ctx);
+}
+
 // A device route: ids first (they are looked up), then the device's credential.
-response route_device(const request& req, const services& s, const parsed_target& t, const lookup& l) {
+std::optional<response> route_device(const request& req, const services& s, const parsed_target& t, const lookup& l,
+                                     const detail::responder& done) {
   const route& r = *l.found;
   if (auto bad = check_ids(r, l.ids, s.clk)) return std::move(*bad);
   detail::device_caller caller;
   if (auto refused = authenticate_device_route(req, t, s, l.ids, caller)) return std::move(*refused);
   detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, t.query, l.ids.name};
   ctx.caller = &caller;
-  return r.handle(ctx);
+  return dispatch(r, ctx, done);
 }
 
-response route_unguarded(const request& req, const services& s) {
+// A policy token for a service route: the route's permission, or its alternative when it has one.
+result<auth::principal> authorize_service(const services& s, std::string_view token, std::string_view target,
+                                          const route& r) {
+  auto who = s.auth.authorize(token, target, r.needed);
+  if (who || who.error().code != errc::unauthorized || r.also == auth::permission{}) return who;
+  auto alternative = s.auth.authorize(token, target, r.also);
+  // Refused both ways: the first reason is the one logged (it names the route's main permission).
+  return alternative ? alternative : who;
+}
+
+// nullopt when an asynchronous handler took `done`; else the response.
+std::optional<response> route_unguarded(const request& req, const services& s, const detail::responder& done) {
   auto target = parse_target(req.target);
   if (!target) return error_response(target.error(), s.clk);
 
@@ -334,7 +377,7 @@ response route_unguarded(const request& req, const services& s) {
     return r;
   }
   const route& r = *l.found;
-  if (r.needed == auth::permission::device_connect) return route_device(req, s, *target, l);
+  if (r.needed == auth::permission::device_connect) return route_device(req, s, *target, l, done);
 
   const std::string_view token = text::trim(req.header("Authorization").value_or(std::string_view{}));
   if (token.empty()) {
@@ -342,7 +385,7 @@ response route_unguarded(const request& req, const services& s) {
     log_refused(req, *target, token, why);
     return detail::error_of(errc::unauthorized, "Unauthorized", s.clk);
   }
-  auto who = s.auth.authorize(token, auth_target(s, l.ids.device_id), r.needed);
+  auto who = authorize_service(s, token, auth_target(s, l.ids.device_id), r);
   if (!who) {
     if (who.error().code != errc::unauthorized) return error_response(who.error(), s.clk);
     log_refused(req, *target, token, who.error());
@@ -353,7 +396,7 @@ response route_unguarded(const request& req, const services& s) {
   if (auto bad = check_ids(r, l.ids, s.clk)) return std::move(*bad);
 
   const detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, target->query, l.ids.name};
-  return r.handle(ctx);
+  return dispatch(r, ctx, done);
 }
 
 // Logs an exception that escaped a handler; logging itself must not throw out of route().
@@ -365,24 +408,69 @@ void log_escaped(const request& req, std::string_view what) noexcept {
   }
 }
 
+// The bare 500 of last resort: building IoT Hub's error body allocates, which may be what failed.
+response internal_error(const clock& clk) noexcept {
+  try {
+    return detail::error_of(errc::server_error, "An internal server error occurred", clk);
+  } catch (...) {
+    response r;
+    r.status = 500;
+    return r;
+  }
+}
+
+// Makes a completion run-once, so that an asynchronous handler that answered and then threw (or
+// a service that completes twice) cannot answer one request twice.
+// `done` is moved from only once the wrapper's state exists.
+detail::responder run_once(router::respond_fn& done) {
+  struct state {
+    std::atomic<bool> fired{false};
+    router::respond_fn fn;
+  };
+  auto st = std::make_shared<state>();
+  st->fn = std::move(done);
+  return [st](response r) {
+    if (st->fired.exchange(true)) return;
+    auto fn = std::move(st->fn);
+    fn(std::move(r));
+  };
+}
+
 }  // namespace
 
-response router::route(const request& req) const {
+void router::route_async(const request& req, respond_fn done) const {
+  detail::responder once;
   try {
-    return route_unguarded(req, s_);
+    once = run_once(done);
+  } catch (...) {
+    // No memory for the wrapper: answer with the bare status on the caller's completion.
+    log_escaped(req, "out of memory");
+    if (done) done(internal_error(s_.clk));
+    return;
+  }
+  try {
+    if (auto answered = route_unguarded(req, s_, once)) once(std::move(*answered));
+    return;
   } catch (const std::exception& e) {
     log_escaped(req, e.what());
   } catch (...) {
     log_escaped(req, "non-standard exception");
   }
-  try {
-    return detail::error_of(errc::server_error, "An internal server error occurred", s_.clk);
-  } catch (...) {
-    // Out of memory while building the error: answer with the bare status.
-    response r;
-    r.status = 500;
-    return r;
-  }
+  once(internal_error(s_.clk));  // ignored if the handler answered before it threw
+}
+
+response router::route(const request& req) const {
+  std::mutex m;
+  std::condition_variable cv;
+  std::optional<response> out;
+  route_async(req, [&](response r) {
+    std::scoped_lock lock(m);
+    out = std::move(r);
+    cv.notify_all();
+  });
+  std::unique_lock lock(m);
+  cv.wait(lock, [&] { return out.has_value(); });
+  return std::move(*out);
 }
 
 }  // namespace hub::http

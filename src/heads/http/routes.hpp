@@ -1,9 +1,10 @@
 #pragma once
 // Internal to heads/http: the route table shape shared by router.cpp (matching, auth, error
-// wrapping) and the per-area route files (registry_routes.cpp, later twins, jobs...).
+// wrapping) and the per-area route files (registry_routes.cpp, twin_routes.cpp, later jobs...).
 #include "domain/telemetry/message.hpp"
 #include "heads/http/router.hpp"
 
+#include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 
 #include <optional>
@@ -39,6 +40,11 @@ struct route_context {
 };
 
 using handler_fn = response (*)(const route_context&);
+// The completion of an asynchronous route. The router makes it run-once: a second call is ignored.
+using responder = router::respond_fn;
+// An asynchronous handler answers through `done`, now or later from another thread. The context
+// (and the request it points to) is valid only during the call: copy what the answer needs.
+using async_handler_fn = void (*)(const route_context&, responder done);
 
 // One row of a route table. Fixed words in the pattern match case-insensitively (IoT Hub is
 // lenient there); "{id}", "{mid}" and "{name}" capture a whole decoded segment, case preserved.
@@ -46,12 +52,17 @@ using handler_fn = response (*)(const route_context&);
 // `needed` = DeviceConnect marks a device route (IoT Hub's /devices/{id}/messages/*): the caller
 // must prove to be the identity of the path (its SAS token, a policy token with DeviceConnect, or
 // its TLS client certificate), and the handler sees it as route_context::caller. Every other
-// permission is checked against a shared access policy token (service routes).
+// permission is checked against a shared access policy token (service routes); `also`, when set,
+// is a second permission that is enough on its own (twin reads: ServiceConnect or RegistryRead).
+// A route has either `handle` (synchronous) or `handle_async` (direct methods: the answer comes
+// when the device's does, and no thread waits for it).
 struct route {
   std::string_view method;
   std::string_view pattern;  // e.g. "devices/{id}/modules/{mid}", no leading '/'
   auth::permission needed;
   handler_fn handle;
+  async_handler_fn handle_async = nullptr;
+  auth::permission also{};  // 0: none
 };
 
 // The registry routes of azure-iothub's Registry (service.md §3.1).
@@ -60,6 +71,15 @@ std::span<const route> registry_routes();
 std::span<const route> certificate_routes();
 // The device API (telemetry, C2D receive and settlement) and the service's C2D purge.
 std::span<const route> device_routes();
+// Device and module twins (get, update, replace) and direct methods (service.md §3.3, §4).
+std::span<const route> twin_routes();
+
+// If-Match as the SDKs send it: quoted ("*", "<etag>"), possibly weak (W/"..."), or bare; the
+// value without quotes, nullopt when absent. Present but empty ("" from the SDK quoting an empty
+// etag) is "*": there is no etag to match.
+std::optional<std::string> if_match_of(const request& req);
+// The request body as a JSON object. Malformed JSON is IotHubFormatError (from json::parse).
+result<boost::json::object> body_object(const request& req);
 
 // Shared response builders.
 inline constexpr std::string_view json_content_type = "application/json; charset=utf-8";
