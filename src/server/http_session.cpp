@@ -1,5 +1,5 @@
 // The HTTP/1.1 session: Beast's parser is the codec, hub::http::router the logic. This TU only
-// converts between the two and moves the blocking route() call off the I/O thread.
+// converts between the two and moves the blocking router call off the I/O thread.
 // One of the two heavy TUs of the server (the other is listener.cpp).
 #include "base/text.hpp"
 #include "heads/http/router.hpp"
@@ -10,7 +10,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -22,8 +24,10 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <chrono>
 #include <exception>
+#include <memory>
 #include <optional>
 
 namespace hub::server {
@@ -73,22 +77,57 @@ bool is_websocket_upgrade(const bhttp::request_parser<bhttp::string_body>& parse
 // for the pool, by pointer), keep temporaries out of co_await expressions, and never co_await in
 // a condition.
 
-// Runs on the route pool; `req` lives in the caller's frame, which waits for the result.
-asio::awaitable<http::response> route_on_pool(const session_context* ctx, const http::request* req) {
-  try {
-    co_return ctx->router.route(*req);
-  } catch (const std::exception& e) {
-    // The router promises not to throw; if it does, it is a bug: answer 500, keep serving.
-    ctx->log->error("router threw on {} {}: {}", req->method, path_of(req->target), e.what());
-  }
-  co_return http::error_response(make_error(errc::server_error, "internal error"), ctx->clk);
-}
+// One request's way to the router and back. The router runs on the route pool (authorisation and
+// the domain calls block on storage); its answer is posted to the connection's executor, where
+// the awaiting coroutine resumes. Most routes answer before route_async returns; a direct method
+// answers when its device does (or times out), from whichever thread settles the call, and no
+// thread waits for it meanwhile: 100 concurrent invocations hold no pool thread.
+//
+// Lifetime: the completion handler (it owns the suspended coroutine) is kept in `pending` until
+// the answer comes. At shutdown, a call still waiting is settled by hubd main
+// (methods::service::shutdown) before the io_contexts go, so the post finds its executor alive.
+template <class Handler>
+class pending_route {
+ public:
+  explicit pending_route(Handler h) : handler_(std::move(h)) {}
 
-// route() blocks on storage, so it runs on the route pool; the response comes back to the
-// connection's executor because the caller co_awaits it with use_awaitable.
+  // Hands `res` to the coroutine on its own executor; later calls are ignored.
+  static void complete(const std::shared_ptr<pending_route>& self, http::response res) {
+    if (self->done_.exchange(true)) return;
+    auto ex = asio::get_associated_executor(self->handler_);
+    asio::post(ex, [self, res = std::move(res)]() mutable { self->handler_(std::move(res)); });
+  }
+
+ private:
+  Handler handler_;
+  std::atomic<bool> done_{false};
+};
+
+struct route_initiation {
+  template <class Handler>
+  void operator()(Handler&& handler, const session_context* ctx, const http::request* req) const {
+    using pending = pending_route<std::decay_t<Handler>>;
+    auto p = std::make_shared<pending>(std::forward<Handler>(handler));
+    asio::post(ctx->route_executor, [p, ctx, req] {
+      try {
+        ctx->router.route_async(*req, [p](http::response res) { pending::complete(p, std::move(res)); });
+        return;
+      } catch (const std::exception& e) {
+        // The router promises not to throw; if it does, it is a bug: answer 500, keep serving.
+        ctx->log->error("router threw on {} {}: {}", req->method, path_of(req->target), e.what());
+      } catch (...) {
+        ctx->log->error("router threw on {} {}", req->method, path_of(req->target));
+      }
+      pending::complete(p, http::error_response(make_error(errc::server_error, "internal error"), ctx->clk));
+    });
+  }
+};
+
+// `req` lives in the caller's frame, which waits here until the response is back on the
+// connection's executor (the GCC 12 rule above: big objects by reference, nothing captured).
 asio::awaitable<http::response> route_off_thread(const session_context& ctx, const http::request& req) {
-  asio::awaitable<http::response> work = route_on_pool(&ctx, &req);
-  co_return co_await asio::co_spawn(ctx.route_executor, std::move(work), asio::use_awaitable);
+  return asio::async_initiate<decltype(asio::use_awaitable), void(http::response)>(route_initiation{},
+                                                                                   asio::use_awaitable, &ctx, &req);
 }
 
 // Writes one response with the request timeout. False when the connection is no longer usable.

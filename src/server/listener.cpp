@@ -532,6 +532,7 @@ void listeners::run() {
   }
   self.log_->info("stopping listeners and closing connections");
   self.close_everything();
+  if (self.opts_.on_stopping) self.opts_.on_stopping();
 
   {
     std::unique_lock lock(done_mutex);

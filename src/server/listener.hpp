@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +52,10 @@ struct listener_options {
   std::chrono::seconds handshake_timeout{10};  // TLS handshake plus the first bytes of the protocol
   std::chrono::seconds shutdown_grace{5};      // how long run() waits for sessions to end
   http_limits http;
+  // Called once on the thread of run() when stopping begins, after every connection was told to
+  // close and before the wait for the sessions: a session waiting for a domain completion (a
+  // direct method's answer) has no socket event to wake it, so hubd settles those calls here.
+  std::function<void()> on_stopping;
 };
 
 struct bound_endpoint {

@@ -208,8 +208,9 @@ int run(const config& cfg) {
   event_watch.set_consumer_groups(cfg.consumer_groups);
   const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch, &certs, &c2d,
                                  &feedback_watch, &twins, &methods};
-  // The REST API: the service side, and the device side (telemetry, C2D over HTTPS).
-  http::router router(http::services{registry, auth, clk, certs, &connections, &telemetry, &c2d});
+  // The REST API: the service side (registry, twins, direct methods...), and the device side
+  // (telemetry, C2D over HTTPS).
+  http::router router(http::services{registry, auth, clk, certs, &connections, &telemetry, &c2d, &twins, &methods});
   periodic retention(std::chrono::minutes(1), [&log, &events, &clk] {
     const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clk.now().time_since_epoch()).count();
     const std::size_t deleted = (*events)->enforce_retention(now_ms);
@@ -221,6 +222,9 @@ int run(const config& cfg) {
   opts.ports = {{"https", cfg.https_port}, {"mqtt", cfg.mqtt_port}, {"amqp", cfg.amqp_port}};
   opts.cert_chain_file = layout.server_cert();
   opts.key_file = layout.server_key();
+  // Direct methods still waiting (for a device to answer or to connect) end now with 503, so that
+  // their HTTP sessions finish instead of holding the shutdown for its whole grace period.
+  opts.on_stopping = [&methods] { methods.shutdown(); };
   listeners net(std::move(opts), router, clk, &mqtt, &amqp);
   // After `net`, so it stops first: the sweep's notifications reach connections on net's threads.
   periodic c2d_sweep(std::chrono::seconds(1), [&c2d] { c2d.sweep(); });
@@ -238,8 +242,10 @@ int run(const config& cfg) {
 
   net.run();
   // The sessions are gone, but their io_contexts still exist (until `net` goes): pending
-  // telemetry completions post there harmlessly. Drain the log now, while that is still true.
+  // telemetry completions post there harmlessly. Drain the log now, while that is still true, and
+  // settle any direct method that started after on_stopping (their completions post there too).
   (*events)->close();
+  methods.shutdown();
   log->info("stopped");
   return 0;
 }
