@@ -1,0 +1,152 @@
+'use strict';
+// Direct methods through azure-iothub's Client.invokeDeviceMethod (REST on port 443), unmodified
+// (service.md §4, semantics.md §6): IoT Hub's errors for unknown, offline and not-yet-connected
+// identities and for refused arguments, and invocations that wait without holding the hub's
+// request threads.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { Client, Registry } = require('azure-iothub');
+const { startHub } = require('./lib/hub');
+const { errors, rejectsWith } = require('./lib/util');
+
+let n = 0;
+function newId(prefix = 'meth') {
+  return `${prefix}-${process.pid}-${++n}`;
+}
+
+// Resolves to the error an invocation failed with (it must fail) and how long it took.
+async function failure(promise) {
+  const started = Date.now();
+  try {
+    await promise;
+  } catch (err) {
+    return { err, ms: Date.now() - started };
+  }
+  assert.fail('the invocation succeeded');
+}
+
+describe('direct methods (service side)', () => {
+  let hub;
+  let registry;
+  let service;
+
+  before(async () => {
+    hub = await startHub({ name: 'methods' });
+    registry = Registry.fromConnectionString(hub.connectionString);
+    // invokeDeviceMethod is REST only: the client needs no open() (that is its AMQP link).
+    service = Client.fromConnectionString(hub.connectionString);
+  });
+  after(async () => {
+    if (hub) await hub.dispose();
+  });
+
+  it('an unknown device or module: DeviceNotFoundError / 404 ModuleNotFound', async () => {
+    await rejectsWith(service.invokeDeviceMethod(newId('missing'), { methodName: 'reboot' }), errors.DeviceNotFoundError,
+                      { status: 404, code: 'DeviceNotFound' });
+    const id = newId();
+    await registry.create({ deviceId: id });
+    const err = await rejectsWith(service.invokeDeviceMethod(id, 'nope', { methodName: 'reboot' }), Error,
+                                  { status: 404, code: 'ModuleNotFound' });
+    assert.match(err.responseBody, /ErrorCode:ModuleNotFound;/);
+  });
+
+  it('an offline device: 404 DeviceNotOnline (Node gives a plain Error with the response)', async () => {
+    const id = newId();
+    await registry.create({ deviceId: id });
+    await registry.addModule({ deviceId: id, moduleId: 'm1' });
+    const { err, ms } = await failure(service.invokeDeviceMethod(id, { methodName: 'reboot', payload: { a: 1 } }));
+    assert.equal(err.constructor.name, 'Error');
+    assert.equal(err.message, 'Not found');
+    assert.equal(err.response.statusCode, 404);
+    assert.equal(err.response.headers['iothub-errorcode'], 'DeviceNotOnline');
+    assert.match(err.responseBody, /^\{"Message":"ErrorCode:DeviceNotOnline;/);
+    assert.ok(ms < 5_000, `answered at once with connectTimeoutInSeconds 0 (${ms} ms)`);
+
+    const moduleErr = await rejectsWith(service.invokeDeviceMethod(id, 'm1', { methodName: 'reboot' }), Error,
+                                        { status: 404, code: 'DeviceNotOnline' });
+    assert.match(moduleErr.responseBody, /ErrorCode:DeviceNotOnline;/);
+  });
+
+  it('connectTimeoutInSeconds: the hub waits that long for the device before DeviceNotOnline', async () => {
+    const id = newId();
+    await registry.create({ deviceId: id });
+    const { err, ms } = await failure(service.invokeDeviceMethod(id, { methodName: 'm', connectTimeoutInSeconds: 2 }));
+    assert.equal(err.response?.statusCode, 404, err.message);
+    assert.equal(err.response.headers['iothub-errorcode'], 'DeviceNotOnline');
+    assert.ok(ms >= 1_900 && ms < 6_000, `answered after the connect timeout (${ms} ms)`);
+  });
+
+  it('waiting invocations hold none of the hub\'s request threads', { timeout: 60_000 }, async () => {
+    const id = newId();
+    await registry.create({ deviceId: id });
+    // Eight calls waiting 3 s each for a device that never connects. Were each to hold one of
+    // the two route threads, the registry calls below would queue behind them for 12 s.
+    const waiting = [];
+    for (let i = 0; i < 8; i++) {
+      waiting.push(failure(service.invokeDeviceMethod(id, { methodName: `m${i}`, connectTimeoutInSeconds: 3 })));
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const started = Date.now();
+    const { responseBody: twin } = await registry.getTwin(id);
+    await registry.updateTwin(id, { tags: { busy: true } }, twin.etag);
+    const { responseBody: dev } = await registry.get(id);
+    const ms = Date.now() - started;
+    assert.equal(dev.deviceId, id);
+    assert.ok(ms < 1_500, `registry answered while the invocations wait (${ms} ms)`);
+    for (const { err, ms: waited } of await Promise.all(waiting)) {
+      assert.equal(err.response?.statusCode, 404, err.message);
+      assert.equal(err.response.headers['iothub-errorcode'], 'DeviceNotOnline');
+      assert.ok(waited >= 2_900, `each waited its connect timeout (${waited} ms)`);
+    }
+  });
+
+  it('refused arguments: ArgumentError 400 ArgumentInvalid; a payload over 128 KB: 413 MessageTooLarge', async () => {
+    const id = newId();
+    await registry.create({ deviceId: id });
+    for (const params of [
+      { methodName: 'bad name' },
+      { methodName: 'm', responseTimeoutInSeconds: 4 },
+      { methodName: 'm', responseTimeoutInSeconds: 301 },
+      { methodName: 'm', connectTimeoutInSeconds: 301 },
+    ]) {
+      await rejectsWith(service.invokeDeviceMethod(id, params), errors.ArgumentError,
+                        { status: 400, code: 'ArgumentInvalid' });
+    }
+    const err = await rejectsWith(service.invokeDeviceMethod(id, { methodName: 'm', payload: 'x'.repeat(128 * 1024) }),
+                                  Error, { status: 413, code: 'MessageTooLarge' });
+    assert.match(err.responseBody, /ErrorCode:MessageTooLarge;/);
+  });
+
+  it('direct methods need ServiceConnect', async () => {
+    const id = newId();
+    await registry.create({ deviceId: id });
+    const asWriter = Client.fromConnectionString(hub.policyConnectionString('registryReadWrite'));
+    await rejectsWith(asWriter.invokeDeviceMethod(id, { methodName: 'm' }), errors.UnauthorizedError, { status: 401 });
+    const asService = Client.fromConnectionString(hub.policyConnectionString('service'));
+    await rejectsWith(asService.invokeDeviceMethod(id, { methodName: 'm' }), Error, { status: 404, code: 'DeviceNotOnline' });
+  });
+
+  // Last: it stops the hub.
+  it('SIGTERM while invocations wait: hubd settles them and exits cleanly', { timeout: 60_000 }, async () => {
+    const id = newId();
+    await registry.create({ deviceId: id });
+    const waiting = [];
+    for (let i = 0; i < 3; i++) {
+      waiting.push(failure(service.invokeDeviceMethod(id, { methodName: 'm', connectTimeoutInSeconds: 60 })));
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const started = Date.now();
+    const { code, signal, forced } = await hub.stop();
+    const ms = Date.now() - started;
+    assert.deepEqual({ code, signal, forced }, { code: 0, signal: null, forced: false }, hub.output);
+    // Not held for the 5 s shutdown grace by the sessions waiting for an answer.
+    assert.ok(ms < 4_000, `stopped in ${ms} ms`);
+    assert.doesNotMatch(hub.output, /sessions still busy/);
+    for (const { err } of await Promise.all(waiting)) {
+      // The connection goes with the hub: no answer, a socket error.
+      assert.ok(err, 'the invocation failed');
+    }
+    await hub.start();
+  });
+});
