@@ -1,14 +1,25 @@
 'use strict';
 // Direct methods through azure-iothub's Client.invokeDeviceMethod (REST on port 443), unmodified
-// (service.md §4, semantics.md §6): IoT Hub's errors for unknown, offline and not-yet-connected
-// identities and for refused arguments, and invocations that wait without holding the hub's
-// request threads.
+// (service.md §4, semantics.md §6): round trips to devices and modules on the device transports
+// that take method calls (azure-iot-device's onDeviceMethod), a device that never answers (504
+// after the requested time), 100 concurrent invocations each answered on its own; IoT Hub's errors
+// for unknown, offline and not-yet-connected identities and for refused arguments; invocations
+// that wait without holding the hub's request threads.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Client, Registry } = require('azure-iothub');
+const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
 const { startHub } = require('./lib/hub');
+const { createSasDevice, createModule, openClient, closeQuietly } = require('./lib/device');
 const { errors, rejectsWith } = require('./lib/util');
+
+// The device transports whose heads take method calls.
+const TRANSPORTS = [['Amqp', Amqp], ['AmqpWs', AmqpWs]];
+
+// The SDK subscribes to method calls with no completion signal (sdk-quirks.md): the first call
+// asks the hub to wait for the subscription (connectTimeoutInSeconds), as IoT Hub allows.
+const FIRST_CALL = { connectTimeoutInSeconds: 20, responseTimeoutInSeconds: 20 };
 
 let n = 0;
 function newId(prefix = 'meth') {
@@ -41,6 +52,104 @@ describe('direct methods (service side)', () => {
     if (hub) await hub.dispose();
   });
 
+  for (const [name, Transport] of TRANSPORTS) {
+    it(`${name}: a round trip carries the name, the payload, the device's status and its answer`, { timeout: 60_000 },
+      async () => {
+        const dev = await createSasDevice(hub, registry, newId(name.toLowerCase()));
+        const device = await openClient(dev.connectionString, Transport);
+        try {
+          const seen = [];
+          device.onDeviceMethod('echo', (req, res) => {
+            seen.push({ name: req.methodName, payload: req.payload });
+            res.send(201, { got: req.payload, n: seen.length }, () => {});
+          });
+          const { result, message } = await service.invokeDeviceMethod(dev.deviceId, {
+            methodName: 'echo', payload: { a: [1, 'two', { three: 3 }], s: 'é ✓' }, ...FIRST_CALL,
+          });
+          assert.equal(message.statusCode, 200);
+          assert.deepEqual(result, { status: 201, payload: { got: { a: [1, 'two', { three: 3 }], s: 'é ✓' }, n: 1 } });
+          assert.deepEqual(seen, [{ name: 'echo', payload: { a: [1, 'two', { three: 3 }], s: 'é ✓' } }]);
+
+          // No payload: the device gets null; a scalar answer comes back as it is.
+          device.onDeviceMethod('scalar', (req, res) => res.send(200, req.payload === null ? 'was null' : 'was not', () => {}));
+          const second = await service.invokeDeviceMethod(dev.deviceId, { methodName: 'scalar' });
+          assert.deepEqual(second.result, { status: 200, payload: 'was null' });
+          assert.deepEqual(device.errors, []);
+        } finally {
+          await closeQuietly(device);
+        }
+      });
+  }
+
+  it('Amqp: a module round trip (ModuleClient), not delivered to its device', { timeout: 60_000 }, async () => {
+    const dev = await createSasDevice(hub, registry, newId('modhost'));
+    const mod = await createModule(hub, registry, dev.deviceId, 'm1');
+    const device = await openClient(dev.connectionString, Amqp);
+    const module = await openClient(mod.connectionString, Amqp, { module: true });
+    try {
+      let deviceCalls = 0;
+      device.onDeviceMethod('who', (req, res) => {
+        deviceCalls++;
+        res.send(200, 'device', () => {});
+      });
+      module.onMethod('who', (req, res) => res.send(202, { module: 'm1', payload: req.payload }, () => {}));
+      const { result } = await service.invokeDeviceMethod(dev.deviceId, 'm1', { methodName: 'who', payload: 7, ...FIRST_CALL });
+      assert.deepEqual(result, { status: 202, payload: { module: 'm1', payload: 7 } });
+      const deviceAnswer = await service.invokeDeviceMethod(dev.deviceId, { methodName: 'who', ...FIRST_CALL });
+      assert.deepEqual(deviceAnswer.result, { status: 200, payload: 'device' });
+      assert.equal(deviceCalls, 1, 'the module\'s call did not reach the device');
+    } finally {
+      await closeQuietly(module);
+      await closeQuietly(device);
+    }
+  });
+
+  it('Amqp: a device that never answers: GatewayTimeoutError after responseTimeoutInSeconds (5 s)', { timeout: 60_000 },
+    async () => {
+      const dev = await createSasDevice(hub, registry, newId('silent'));
+      const device = await openClient(dev.connectionString, Amqp);
+      try {
+        let calls = 0;
+        device.onDeviceMethod('ready', (req, res) => res.send(200, null, () => {}));
+        device.onDeviceMethod('silent', () => { calls++; });   // never answers
+        await service.invokeDeviceMethod(dev.deviceId, { methodName: 'ready', ...FIRST_CALL });
+        const started = Date.now();
+        const err = await rejectsWith(service.invokeDeviceMethod(dev.deviceId, { methodName: 'silent', responseTimeoutInSeconds: 5 }),
+                                      errors.GatewayTimeoutError, { status: 504, code: 'GatewayTimeout' });
+        const ms = Date.now() - started;
+        assert.ok(ms >= 4_900 && ms < 9_000, `answered after the 5 s response timeout (${ms} ms)`);
+        assert.match(err.responseBody, /ErrorCode:GatewayTimeout;/);
+        assert.equal(calls, 1, 'the device did get the call');
+      } finally {
+        await closeQuietly(device);
+      }
+    });
+
+  it('Amqp: 100 concurrent invocations each get their own answer', { timeout: 90_000 }, async () => {
+    const dev = await createSasDevice(hub, registry, newId('busy'));
+    const device = await openClient(dev.connectionString, Amqp);
+    try {
+      device.onDeviceMethod('ready', (req, res) => res.send(200, null, () => {}));
+      // Answers out of order: each after its own random delay, echoing the call's number.
+      device.onDeviceMethod('work', (req, res) => {
+        setTimeout(() => res.send(200 + (req.payload.i % 100), { i: req.payload.i, twice: req.payload.i * 2 }, () => {}),
+                   Math.floor(Math.random() * 300));
+      });
+      await service.invokeDeviceMethod(dev.deviceId, { methodName: 'ready', ...FIRST_CALL });
+      const calls = [];
+      for (let i = 0; i < 100; i++) {
+        calls.push(service.invokeDeviceMethod(dev.deviceId, { methodName: 'work', payload: { i }, responseTimeoutInSeconds: 30 }));
+      }
+      const results = await Promise.all(calls);
+      results.forEach(({ result }, i) => {
+        assert.deepEqual(result, { status: 200 + (i % 100), payload: { i, twice: i * 2 } }, `invocation ${i}`);
+      });
+      assert.deepEqual(device.errors, []);
+    } finally {
+      await closeQuietly(device);
+    }
+  });
+
   it('an unknown device or module: DeviceNotFoundError / 404 ModuleNotFound', async () => {
     await rejectsWith(service.invokeDeviceMethod(newId('missing'), { methodName: 'reboot' }), errors.DeviceNotFoundError,
                       { status: 404, code: 'DeviceNotFound' });
@@ -67,6 +176,18 @@ describe('direct methods (service side)', () => {
                                         { status: 404, code: 'DeviceNotOnline' });
     assert.match(moduleErr.responseBody, /ErrorCode:DeviceNotOnline;/);
   });
+
+  it('Amqp: connected without a method handler (no methods links) is not online for methods', { timeout: 60_000 },
+    async () => {
+      const dev = await createSasDevice(hub, registry, newId('nohandler'));
+      const device = await openClient(dev.connectionString, Amqp);
+      try {
+        await rejectsWith(service.invokeDeviceMethod(dev.deviceId, { methodName: 'reboot' }), Error,
+                          { status: 404, code: 'DeviceNotOnline' });
+      } finally {
+        await closeQuietly(device);
+      }
+    });
 
   it('connectTimeoutInSeconds: the hub waits that long for the device before DeviceNotOnline', async () => {
     const id = newId();
