@@ -1,11 +1,13 @@
 // hubd-micro: micro benchmarks of what each device-to-cloud message costs in CPU, piece by piece.
 // Run with `make bench-micro` (release preset); figures in docs/benchmarks.md ("Micro benchmarks").
 //
-// Not covered yet: the query evaluator (routing queries / twin queries) does not exist; add its
-// benchmark here when that issue lands.
+// The query language: parsing a twin query, and evaluating its WHERE over one twin document (the
+// per-twin cost of a registry scan; routing conditions use the same evaluator).
 #include "codec/mqtt/codec.hpp"
 #include "codec/mqtt/session.hpp"
+#include "base/json.hpp"
 #include "domain/auth/sas.hpp"
+#include "domain/query/query.hpp"
 #include "domain/telemetry/message.hpp"
 #include "heads/mqtt/topics.hpp"
 #include "storage/event_log.hpp"
@@ -167,6 +169,76 @@ void telemetry_decode(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes.size()));
 }
 BENCHMARK(telemetry_decode);
+
+// --- Query language -----------------------------------------------------------------------------
+
+constexpr std::string_view twin_query =
+    "SELECT * FROM devices WHERE tags.location.region = 'US' AND "
+    "properties.reported.telemetryConfig.sendFrequencyInSecs >= 60 AND "
+    "properties.reported.connectivity.type IN ['wired', 'wifi', 'cellular'] AND is_defined(tags.[[group]])";
+
+// A twin as the registry serves it: identity fields, tags, desired and reported with metadata.
+boost::json::value typical_twin() {
+  return *hub::json::parse(R"({
+    "deviceId":"bench-device-0001","etag":"AAAAAAAAAAc=","deviceEtag":"NTQ1OTg4NzYz","status":"enabled",
+    "statusUpdateTime":"0001-01-01T00:00:00Z","connectionState":"Connected",
+    "lastActivityTime":"2024-05-07T00:50:38.0543092Z","cloudToDeviceMessageCount":0,"authenticationType":"sas",
+    "x509Thumbprint":{"primaryThumbprint":null,"secondaryThumbprint":null},"modelId":"","version":42,
+    "capabilities":{"iotEdge":false},
+    "tags":{"location":{"region":"US","plant":"Redmond43","building":7},"group":"north","owner":"ops"},
+    "properties":{
+      "desired":{"telemetryConfig":{"configId":"db00ebf5-eeeb-42be-86a1-458cccb69e57","sendFrequencyInSecs":300},
+        "$metadata":{"$lastUpdated":"2024-05-08T18:55:31.8514657Z","$lastUpdatedVersion":4,
+          "telemetryConfig":{"$lastUpdated":"2024-05-08T18:55:31.8514657Z","$lastUpdatedVersion":4,
+            "configId":{"$lastUpdated":"2024-05-08T18:55:31.8514657Z","$lastUpdatedVersion":4},
+            "sendFrequencyInSecs":{"$lastUpdated":"2024-05-08T18:55:31.8514657Z","$lastUpdatedVersion":4}}},
+        "$version":4},
+      "reported":{"connectivity":{"type":"cellular","signal":-71},
+        "telemetryConfig":{"configId":"db00ebf5-eeeb-42be-86a1-458cccb69e57","sendFrequencyInSecs":300,"status":"Success"},
+        "firmware":{"version":"1.4.2","updatedAt":"2024-04-01T10:00:00Z"},"temperature":21.5,
+        "$metadata":{"$lastUpdated":"2024-05-08T18:54:31.8539679Z"},
+        "$version":7}}})");
+}
+
+void query_parse(benchmark::State& state) {
+  for (auto _ : state) {
+    auto q = hub::query::parse_query(twin_query);
+    benchmark::DoNotOptimize(q);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(query_parse);
+
+// The WHERE of twin_query over one matching twin (every condition is read, none short-circuits).
+void query_where_one_twin(benchmark::State& state) {
+  const auto q = hub::query::parse_query(twin_query);
+  if (!q) {
+    state.SkipWithError("query does not parse");
+    return;
+  }
+  const boost::json::value twin = typical_twin();
+  const hub::query::document_resolver doc(twin.get_object());
+  for (auto _ : state) {
+    const bool hit = q->where->matches(doc);
+    benchmark::DoNotOptimize(hit);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(query_where_one_twin);
+
+// The same twin through a whole run (WHERE, then SELECT * copies the twin as the result row).
+void query_run_one_twin(benchmark::State& state) {
+  const auto q = hub::query::parse_query(twin_query);
+  const boost::json::value twin = typical_twin();
+  for (auto _ : state) {
+    hub::query::execution ex(*q);
+    ex.add(twin.get_object());
+    auto rows = ex.finish();
+    benchmark::DoNotOptimize(rows);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(query_run_one_twin);
 
 // --- Event log append ---------------------------------------------------------------------------
 // Shared by the producer threads of one run: thread 0 opens it before the loop and closes it after
