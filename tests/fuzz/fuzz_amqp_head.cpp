@@ -1,7 +1,8 @@
 // libFuzzer target for the AMQP head's connection logic (heads/amqp/connection): arbitrary bytes
 // from a client, through the driver into IoT Hub's meaning of links and messages (CBS requests,
-// telemetry, $management requests, partition receivers). Work items are answered at once with
-// fixed results (every token grants what its audience names; appends succeed), so the paths past
+// telemetry, $management requests, partition receivers, twin and methods links). Work items are
+// answered at once with fixed results (every token grants what its audience names; appends and
+// twin requests succeed; an identity that takes method calls gets one), so the paths past
 // authorisation see hostile input too.
 #include "base/clock.hpp"
 #include "base/log.hpp"
@@ -48,6 +49,12 @@ void answer(connection& c, std::vector<work>& w) {
       std::optional<partition_watch::refusal> no;
       if (cl->link % 2 == 0) no = partition_watch::refusal{"amqp:link:stolen", "a receiver with a higher epoch holds it"};
       c.partition_claimed(cl->link, no, more);
+    } else if (auto* t = std::get_if<twin_work>(&w[i])) {
+      c.twin_answered(t->ticket, twin_answer{200, R"({"desired":{"$version":1},"reported":{"$version":1}})", 1}, more);
+    } else if (auto* m = std::get_if<methods_ready_work>(&w[i]); m != nullptr && m->ready) {
+      // A call as soon as the identity takes them, and a desired patch for it.
+      c.invoke_method(m->who, messaging::method_call{"0f8fad5b-d9cb-469f-a165-70867728950e", "m", "null"}, more);
+      c.desired_properties(m->who, R"({"x":1,"$version":2})", more);
     }
     for (auto& m : more) w.push_back(std::move(m));
   }
@@ -62,6 +69,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   connection_options opts;
   opts.driver.max_message_size = 64 * 1024;
   opts.event_hub_partitions = 4;
+  opts.serve_twins = true;
+  opts.serve_methods = true;
   connection c(opts, clk, log, "fuzz");
   c.client_certificate_presented(size > 0 && data[0] & 0x80);
   const std::size_t chunk = size > 0 ? 1 + data[0] % 64 : 1;
