@@ -202,7 +202,7 @@ int run(const config& cfg) {
     return mqtt_head::x509_verdict{ca ? telemetry::auth_method::x509_ca : telemetry::auth_method::x509_self_signed,
                                    proved->not_after};
   };
-  const mqtt_head::services mqtt{auth, connections, telemetry, mqtt_sessions, clk, x509, &c2d};
+  const mqtt_head::services mqtt{auth, connections, telemetry, mqtt_sessions, clk, x509, &c2d, &twins, &methods};
   // The Event Hubs-compatible endpoint reads the same log; its receivers wait on this watch.
   amqp_head::partition_watch event_watch(**events);
   event_watch.set_consumer_groups(cfg.consumer_groups);

@@ -4,6 +4,7 @@
 #include "domain/auth/service.hpp"
 #include "heads/mqtt/c2d.hpp"
 #include "heads/mqtt/session_store.hpp"
+#include "heads/mqtt/twin_methods.hpp"
 
 #include <fmt/format.h>
 
@@ -125,7 +126,10 @@ admission admit(const services& svc, const admission_request& req) {
   }
   out.session_present = session->present;
   out.session_token = session->token;
-  out.c2d_qos = c2d_qos(svc.sessions.subscriptions(claim.client_id), claim.id);
+  const auto subs = svc.sessions.subscriptions(claim.client_id);
+  out.c2d_qos = c2d_qos(subs, claim.id);
+  out.method_calls = takes_method_calls(subs);
+  out.desired_updates = takes_desired_updates(subs);
   return out;
 }
 

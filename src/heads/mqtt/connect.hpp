@@ -74,6 +74,8 @@ struct admission {
   telemetry::auth_method method = telemetry::auth_method::sas;
   sys_time expires{};                    // token expiry or certificate notAfter; epoch = never
   std::optional<std::uint8_t> c2d_qos;   // a resumed session subscribed to devicebound (c2d.hpp)
+  bool method_calls = false;             // ... to $iothub/methods/POST/# (twin_methods.hpp)
+  bool desired_updates = false;          // ... to $iothub/twin/PATCH/properties/desired/#
 };
 
 // Authenticates the claim (SAS token, else the client certificate), then attaches the link in the

@@ -1,10 +1,8 @@
 #include "heads/mqtt/publish.hpp"
 
-#include "base/crypto.hpp"
+#include "base/json.hpp"
 #include "heads/mqtt/topics.hpp"
 
-#include <boost/json/object.hpp>
-#include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -19,24 +17,7 @@ publish_decision close_with(std::string reason) {
   return d;
 }
 
-// IoT Hub's numeric error code for "not implemented": HTTP status * 1000.
-constexpr int not_implemented_status = 501;
-constexpr int not_implemented_code = 501000;
-
 }  // namespace
-
-reply twin_error_reply(std::string_view rid, int status, int error_code, std::string_view message, sys_time now) {
-  reply r;
-  r.topic = fmt::format("$iothub/twin/res/{}/?$rid={}", status, rid);
-  boost::json::object body{
-      {"errorCode", error_code},
-      {"trackingId", crypto::uuid_v4()},
-      {"message", message},
-      {"timestampUtc", to_iso8601(now)},
-  };
-  r.payload = boost::json::serialize(body);
-  return r;
-}
 
 std::optional<telemetry::message> will_telemetry(const mqtt::will_message& will, const sender& who, sys_time now) {
   mqtt::publish p;
@@ -74,17 +55,45 @@ publish_decision decide_publish(mqtt::publish&& p, const sender& who, sys_time n
       m.model_id = who.model_id;
       return d;
     }
-    case publish_kind::twin_get:
+    case publish_kind::twin_get: {
+      publish_decision d;
+      d.what = publish_decision::action::twin;
+      d.twin.what = twin_request::kind::get;
+      d.twin.rid = target.request_id;
+      return d;
+    }
     case publish_kind::twin_patch_reported: {
       publish_decision d;
-      d.what = publish_decision::action::answer;
-      d.answer = twin_error_reply(target.request_id, not_implemented_status, not_implemented_code,
-                                  "Device twins are not supported by this hub yet", now);
+      auto patch = json::parse(p.payload);
+      if (!patch) {
+        d.what = publish_decision::action::answer;
+        d.answer = twin_error_reply(target.request_id, patch.error(), now);
+        return d;
+      }
+      d.what = publish_decision::action::twin;
+      d.twin.what = twin_request::kind::patch_reported;
+      d.twin.rid = target.request_id;
+      d.twin.patch = std::move(*patch);
       return d;
     }
     case publish_kind::method_response: {
       publish_decision d;
       d.what = publish_decision::action::ignore;
+      if (!target.status) {
+        d.reason = fmt::format("method response with a status that is not an integer ({})", p.topic.substr(0, 200));
+        return d;
+      }
+      if (target.request_id.empty()) {
+        d.reason = fmt::format("method response without $rid ({})", p.topic.substr(0, 200));
+        return d;
+      }
+      auto payload = method_response_payload(std::move(p.payload));
+      if (!payload) {
+        d.reason = fmt::format("method response {} whose payload is not JSON", target.request_id);
+        return d;
+      }
+      d.what = publish_decision::action::method_response;
+      d.method = method_answer{target.request_id, *target.status, std::move(*payload)};
       return d;
     }
     case publish_kind::unknown:

@@ -4,6 +4,9 @@
 #include "base/clock.hpp"
 #include "codec/mqtt/packets.hpp"
 #include "domain/telemetry/message.hpp"
+#include "heads/mqtt/twin_methods.hpp"
+
+#include <boost/json/value.hpp>
 
 #include <cstdint>
 #include <deque>
@@ -22,21 +25,34 @@ struct sender {
   std::string model_id;  // from the CONNECT username (model-id): dt-dataschema
 };
 
-// A PUBLISH the hub sends back (a twin response).
-struct reply {
-  std::string topic;
-  std::string payload;
+// A twin request: answered by the session from twins::service, on the blocking pool.
+struct twin_request {
+  enum class kind { get, patch_reported };
+  kind what = kind::get;
+  std::string rid;
+  boost::json::value patch;  // patch_reported: the parsed payload (twins::service validates it)
+};
+
+// A device's answer to a method call, for methods::service::respond.
+struct method_answer {
+  std::string rid;
+  int status = 0;
+  std::string payload;  // JSON text ("null" for an empty body)
 };
 
 struct publish_decision {
   enum class action {
-    telemetry,  // append `message` durably, then acknowledge
-    answer,     // send `answer` (QoS 0), acknowledge at once
-    ignore,     // acknowledge at once, nothing else (method responses, until methods come)
-    close,      // IoT Hub closes the connection: `reason` for the log
+    telemetry,        // append `message` durably, then acknowledge
+    twin,             // serve `twin`, send its answer (QoS 0), then acknowledge
+    method_response,  // pass `method` to methods::service::respond, acknowledge at once
+    answer,           // send `answer` (QoS 0), acknowledge at once
+    ignore,           // acknowledge at once, nothing else; `reason` for the log
+    close,            // IoT Hub closes the connection: `reason` for the log
   };
   action what = action::close;
   telemetry::message message;
+  twin_request twin;
+  method_answer method;
   reply answer;
   std::string reason;
 };
@@ -46,9 +62,12 @@ struct publish_decision {
 //  - devices/{d}[/modules/{m}]/messages/events/{bag}: telemetry, when it names the connected
 //    identity and the bag decodes; else close. retain=1 adds the application property
 //    mqtt-retain=true (IoT Hub does not retain, but passes the flag on).
-//  - $iothub/twin/GET and PATCH reported: a 501 twin response with an "errorCode" JSON body (the
-//    SDK waits forever for an answer and fails only on a body with errorCode), until twins come.
-//  - $iothub/methods/res: ignored until direct methods come.
+//  - $iothub/twin/GET/?$rid=: twin (the payload, " " from the SDK, is not looked at).
+//  - $iothub/twin/PATCH/properties/reported/?$rid=: twin with the parsed patch; a payload that
+//    is not JSON gets its error answer at once (400, IotHubFormatError).
+//  - $iothub/twin/... without $rid: close (there is nobody to answer).
+//  - $iothub/methods/res/<status>/?$rid=: method_response; a status that is not an integer, no
+//    $rid, or a payload that is not JSON: ignore (the call times out), with the reason.
 //  - anything else: close, as IoT Hub does for topics a device may not publish to.
 publish_decision decide_publish(mqtt::publish&& p, const sender& who, sys_time now);
 
@@ -58,10 +77,6 @@ publish_decision decide_publish(mqtt::publish&& p, const sender& who, sys_time n
 // iothub-MessageType=Will. The will was checked at CONNECT (check_connect), so its topic is the
 // identity's telemetry topic; nullopt if it is not after all.
 std::optional<telemetry::message> will_telemetry(const mqtt::will_message& will, const sender& who, sys_time now);
-
-// An error answer to a twin request: $iothub/twin/res/<status>/?$rid=<rid> with IoT Hub's JSON
-// error body {"errorCode":<n>,"trackingId":...,"message":...,"timestampUtc":...}.
-reply twin_error_reply(std::string_view rid, int status, int error_code, std::string_view message, sys_time now);
 
 // PUBACKs in PUBLISH order (MQTT 3.1.1 §4.6), whatever order the completions arrive in. QoS 0
 // publishes take a place too (packet id 0, never acknowledged) so that in_flight() counts every

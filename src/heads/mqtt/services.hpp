@@ -22,7 +22,13 @@ struct client_chain;
 namespace hub::connections {
 class connection_table;
 }
+namespace hub::methods {
+class service;
+}
 namespace hub::telemetry {
+class service;
+}
+namespace hub::twins {
 class service;
 }
 
@@ -52,6 +58,8 @@ struct services {
   const clock& clk;
   x509_authenticator x509;  // empty: devices without a SAS token are refused
   c2d::service* c2d = nullptr;  // cloud-to-device delivery; null: devicebound subscriptions deliver nothing
+  twins::service* twins = nullptr;  // twin requests; null: answered with a 501 error body, no desired updates
+  methods::service* methods = nullptr;  // direct methods; null: no calls taken, answers ignored
 };
 
 }  // namespace hub::mqtt_head

@@ -3,9 +3,11 @@
 // bytes, runs timers, and hops to the blocking pool for admission.
 //
 // Threads: everything here runs on the connection's executor (one io_context thread), except
-// connection::close() and c2d_available(), which any thread may call (they post), the telemetry
-// completions, which run on the event log's writer thread and post back, and the c2d::service
-// calls, which run on the blocking pool and post back. So the connection needs no lock.
+// the device_link calls (close, c2d_available, invoke_method, desired_properties), which any
+// thread may make (they post; invoke_method reads one atomic flag first), the telemetry
+// completions, which run on the event log's writer thread and post back, and the c2d::service and
+// twins::service calls and methods::service::ready, which run on the blocking pool and post back.
+// So the connection needs no lock.
 //
 // GCC 12 (see src/server/README.md): coroutines here take references from a caller that co_awaits
 // them, spawned ones take a shared_ptr by value, no capturing lambda is a coroutine, and no
@@ -16,10 +18,13 @@
 #include "codec/mqtt/session.hpp"
 #include "domain/c2d/service.hpp"
 #include "domain/connections/connection_table.hpp"
+#include "domain/methods/service.hpp"
 #include "domain/telemetry/service.hpp"
+#include "domain/twins/service.hpp"
 #include "heads/mqtt/c2d.hpp"
 #include "heads/mqtt/publish.hpp"
 #include "heads/mqtt/session_store.hpp"
+#include "heads/mqtt/twin_methods.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -34,6 +39,8 @@
 #include <spdlog/logger.h>
 
 #include <algorithm>
+#include <atomic>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -109,6 +116,19 @@ class connection final : public messaging::device_link, public std::enable_share
       self->pull_c2d();
     });
   }
+  // Taken only while the session subscribes to $iothub/methods/POST/# (set on this executor after
+  // the SUBACK, or after the CONNACK of a session that has it); a call accepted here is sent unless
+  // the connection ends first, and then times out at the caller (GatewayTimeout).
+  bool invoke_method(const messaging::method_call& call) override {
+    if (!method_calls_.load(std::memory_order_acquire)) return false;
+    asio::post(ex_, [self = shared_from_this(), call]() mutable { self->send_method_call(call); });
+    return true;
+  }
+  void desired_properties(std::string patch_json) override {
+    asio::post(ex_, [self = shared_from_this(), patch = std::move(patch_json)]() mutable {
+      self->send_desired(std::move(patch));
+    });
+  }
 
   asio::awaitable<void> serve(std::string_view first_bytes);
 
@@ -124,7 +144,25 @@ class connection final : public messaging::device_link, public std::enable_share
   asio::awaitable<void> on_subscribe(const mqtt::subscribe& s);
   asio::awaitable<void> on_unsubscribe(const mqtt::unsubscribe& u);
   void on_durable(ack_queue::ticket ticket, std::size_t bytes, const std::optional<error>& failure);
+  // A publish waiting in acks_ is done: its PUBACK (and those it held back) go out, and reading
+  // resumes if flow control paused it.
+  void complete_publish(ack_queue::ticket ticket, std::size_t bytes);
   void acknowledge_now(std::uint16_t packet_id);
+
+  // Twins and methods (twin_methods.hpp): twin requests are served one at a time, in arrival
+  // order, on the pool (so a GET after a PATCH sees it); method answers go straight to
+  // methods::service::respond (in memory, no storage).
+  struct twin_job {
+    twin_request req;
+    ack_queue::ticket ticket = 0;
+    std::size_t bytes = 0;
+  };
+  void serve_twin();
+  void on_twin_served(twin_job& job, reply& answer);
+  void on_method_answer(method_answer& m);
+  void send_method_call(const messaging::method_call& call);
+  void send_desired(std::string patch_json);
+  void update_twin_methods_subscriptions(bool method_calls, bool desired_updates);
   void refuse(mqtt::connack_code code, std::string_view reason);
   void on_codec_close(const mqtt::close_connection& c);
 
@@ -200,6 +238,14 @@ class connection final : public messaging::device_link, public std::enable_share
   std::optional<std::uint8_t> c2d_qos_;
   c2d_window c2d_;
   std::vector<std::string> c2d_acked_;
+
+  // Twins and methods: the twin requests waiting (the front one is on the pool while twin_busy_),
+  // and whether the session takes desired updates and method calls (the latter read by
+  // invoke_method from any thread).
+  std::deque<twin_job> twin_queue_;
+  bool twin_busy_ = false;
+  bool desired_updates_ = false;
+  std::atomic<bool> method_calls_{false};
 };
 
 // Runs on the blocking pool; `req` lives in the awaiting caller's frame.
@@ -363,8 +409,10 @@ asio::awaitable<void> connection::on_connect(const mqtt::connect& c) {
   ctx_.log->info("connection {} from {}: {} connected over {} ({}, keep-alive {} s, session present {})", info_.id,
                  info_.peer, who(), t_.name(), auth_text(a.method), c.keep_alive, a.session_present ? 1 : 0);
   // A persistent session subscribed to devicebound: what was queued meanwhile goes out now,
-  // after the CONNACK (already queued).
+  // after the CONNACK (already queued). Likewise method calls and desired updates: the SDK does
+  // not subscribe again after its token-renewal reconnect.
   update_c2d_subscription(a.c2d_qos);
+  update_twin_methods_subscriptions(a.method_calls, a.desired_updates);
 }
 
 void connection::refuse(mqtt::connack_code code, std::string_view reason) {
@@ -390,6 +438,7 @@ void connection::on_publish(mqtt::publish& p) {
   const sys_time now = ctx_.svc.clk.now();
   presence_->touch(now);
   const std::uint16_t ack_id = p.qos == 1 ? p.packet_id : 0;
+  const std::size_t payload_bytes = p.payload.size();
   publish_decision d = decide_publish(std::move(p), sender_, now);
   switch (d.what) {
     case publish_decision::action::telemetry: {
@@ -405,11 +454,33 @@ void connection::on_publish(mqtt::publish& p) {
       });
       return;
     }
+    case publish_decision::action::twin: {
+      if (!ctx_.svc.twins) {
+        reply r = twin_unavailable_reply(d.twin.rid, now);
+        acknowledge_now(ack_id);
+        queue(mqtt::publish{std::move(r.topic), std::move(r.payload), 0, false, false, 0});
+        return;
+      }
+      // Its PUBACK (QoS 1) waits in acks_ like telemetry's, so that it keeps its place, and the
+      // request counts for flow control: a device that floods twin requests stops being read.
+      twin_job job{std::move(d.twin), acks_.push(ack_id), payload_bytes};
+      in_flight_bytes_ += payload_bytes;
+      twin_queue_.push_back(std::move(job));
+      serve_twin();
+      return;
+    }
+    case publish_decision::action::method_response:
+      acknowledge_now(ack_id);
+      on_method_answer(d.method);
+      return;
     case publish_decision::action::answer:
       acknowledge_now(ack_id);
       queue(mqtt::publish{std::move(d.answer.topic), std::move(d.answer.payload), 0, false, false, 0});
       return;
     case publish_decision::action::ignore:
+      if (!d.reason.empty() && ctx_.svc.methods) {
+        ctx_.log->info("connection {} from {}: {}: ignored: {}", info_.id, info_.peer, who(), d.reason);
+      }
       acknowledge_now(ack_id);
       return;
     case publish_decision::action::close:
@@ -436,6 +507,11 @@ void connection::on_durable(ack_queue::ticket ticket, std::size_t bytes, const s
     end(fmt::format("message not stored: {}", failure->message));
     return;
   }
+  complete_publish(ticket, 0);
+}
+
+void connection::complete_publish(ack_queue::ticket ticket, std::size_t bytes) {
+  in_flight_bytes_ -= bytes;
   ready_.clear();
   acks_.complete(ticket, ready_);
   for (std::uint16_t id : ready_) mqtt::encode(mqtt::puback{id}, out_);
@@ -446,6 +522,110 @@ void connection::on_durable(ack_queue::ticket ticket, std::size_t bytes, const s
   }
 }
 
+void connection::serve_twin() {
+  if (twin_busy_ || twin_queue_.empty() || closed_) return;
+  twin_busy_ = true;
+  asio::post(ctx_.blocking, [self = shared_from_this(), job = std::move(twin_queue_.front())]() mutable {
+    twins::service& svc = *self->ctx_.svc.twins;
+    const twins::identity id{self->device_id(), self->module_id()};
+    const std::string_view rid = job.req.rid;
+    const bool get = job.req.what == twin_request::kind::get;
+    reply answer;
+    std::optional<error> failure;
+    try {
+      if (get) {
+        auto view = svc.device_view(id);
+        if (view) answer = twin_get_reply(rid, *view);
+        else failure = view.error();
+      } else {
+        auto version = svc.patch_reported(id, job.req.patch);
+        if (version) answer = twin_patch_reply(rid, *version);
+        else failure = version.error();
+      }
+    } catch (const std::exception& e) {
+      self->ctx_.log->error("connection {}: twin {} for {} failed: {}", self->info_.id, get ? "GET" : "PATCH",
+                            self->who(), e.what());
+      failure = make_error(errc::server_error, "The twin request failed inside the hub");
+    }
+    if (failure) {
+      // Always an answer with errorCode: the SDK fails the call on it, and waits forever without.
+      self->ctx_.log->info("connection {}: twin {} for {} refused: {}", self->info_.id, get ? "GET" : "PATCH",
+                           self->who(), error_name(failure->code));
+      answer = twin_error_reply(rid, *failure, self->ctx_.svc.clk.now());
+    }
+    job.req.patch = nullptr;  // freed here, not on the connection's thread
+    asio::post(self->ex_, [self, job = std::move(job), answer = std::move(answer)]() mutable {
+      self->on_twin_served(job, answer);
+    });
+  });
+  twin_queue_.pop_front();
+}
+
+void connection::on_twin_served(twin_job& job, reply& answer) {
+  twin_busy_ = false;
+  if (closed_) {
+    in_flight_bytes_ -= job.bytes;
+    return;
+  }
+  // The answer, then the request's PUBACK (if QoS 1) and any held back behind it.
+  queue(mqtt::publish{std::move(answer.topic), std::move(answer.payload), 0, false, false, 0});
+  complete_publish(job.ticket, job.bytes);
+  serve_twin();
+}
+
+void connection::on_method_answer(method_answer& m) {
+  if (!ctx_.svc.methods) return;  // no methods served: nothing to answer
+  // respond() settles the call in memory and runs its completion, which posts to the caller's
+  // executor: cheap enough for this thread.
+  auto r = ctx_.svc.methods->respond(methods::identity{device_id(), module_id()}, m.rid, m.status,
+                                     std::move(m.payload));
+  if (!r) {
+    // Timed out already, or never ours: IoT Hub drops such answers too.
+    ctx_.log->info("connection {} from {}: {}: method answer {} ignored: {}", info_.id, info_.peer, who(), m.rid,
+                   r.error().message);
+  }
+}
+
+void connection::send_method_call(const messaging::method_call& call) {
+  if (closed_) {
+    ctx_.log->debug("connection {}: method call {} for {} not sent: the connection ended", info_.id,
+                    call.request_id, who());
+    return;  // the caller gets GatewayTimeout
+  }
+  reply r = method_request(call.name, call.request_id, call.payload);
+  queue(mqtt::publish{std::move(r.topic), std::move(r.payload), 0, false, false, 0});
+}
+
+void connection::send_desired(std::string patch_json) {
+  if (closed_ || !desired_updates_) return;  // the device fetches the whole twin when it subscribes
+  auto r = desired_notification(std::move(patch_json));
+  if (!r) {
+    ctx_.log->warn("connection {}: a desired-properties patch for {} without $version was not sent", info_.id,
+                   who());
+    return;
+  }
+  queue(mqtt::publish{std::move(r->topic), std::move(r->payload), 0, false, false, 0});
+}
+
+// The session's subscriptions changed (SUBACK or UNSUBACK queued) or resumed (CONNACK queued).
+void connection::update_twin_methods_subscriptions(bool method_calls, bool desired_updates) {
+  if (closed_) return;
+  desired_updates_ = desired_updates && ctx_.svc.twins;
+  if (!ctx_.svc.methods) return;
+  const bool before = method_calls_.exchange(method_calls, std::memory_order_acq_rel);
+  if (!method_calls || before) return;
+  // Calls waiting for this identity to take them (connectTimeoutInSeconds) go now. ready() comes
+  // back through the connection table to invoke_method, which posts here: after the SUBACK.
+  asio::post(ctx_.blocking, [self = shared_from_this()] {
+    try {
+      self->ctx_.svc.methods->ready(methods::identity{self->device_id(), self->module_id()});
+    } catch (const std::exception& e) {
+      self->ctx_.log->error("connection {}: releasing method calls for {} failed: {}", self->info_.id, self->who(),
+                            e.what());
+    }
+  });
+}
+
 asio::awaitable<void> connection::on_subscribe(const mqtt::subscribe& s) {
   presence_->touch(ctx_.svc.clk.now());
   mqtt::suback ack;
@@ -454,6 +634,8 @@ asio::awaitable<void> connection::on_subscribe(const mqtt::subscribe& s) {
   std::optional<error> failure;
   bool module_devicebound = false;
   std::optional<std::uint8_t> c2d;
+  bool method_calls = false;
+  bool desired_updates = false;
   const client_identity id{device_id(), module_id()};
   std::function<void()> work = [&] {
     for (const mqtt::subscription& sub : s.subscriptions) {
@@ -474,7 +656,10 @@ asio::awaitable<void> connection::on_subscribe(const mqtt::subscribe& s) {
         module_devicebound = true;
       }
     }
-    c2d = c2d_qos(ctx_.svc.sessions.subscriptions(client_id_), id);
+    const auto subs = ctx_.svc.sessions.subscriptions(client_id_);
+    c2d = c2d_qos(subs, id);
+    method_calls = takes_method_calls(subs);
+    desired_updates = takes_desired_updates(subs);
   };
   co_await off_thread(ctx_, work);
   for (const std::string& filter : refused) {
@@ -491,16 +676,22 @@ asio::awaitable<void> connection::on_subscribe(const mqtt::subscribe& s) {
   }
   queue(ack);
   update_c2d_subscription(c2d);  // after the SUBACK: the first message follows it
+  update_twin_methods_subscriptions(method_calls, desired_updates);
 }
 
 asio::awaitable<void> connection::on_unsubscribe(const mqtt::unsubscribe& u) {
   std::optional<error> failure;
   std::optional<std::uint8_t> c2d;
+  bool method_calls = false;
+  bool desired_updates = false;
   std::function<void()> work = [&] {
     for (const std::string& filter : u.filters) {
       if (auto removed = ctx_.svc.sessions.unsubscribe(client_id_, filter); !removed) failure = removed.error();
     }
-    c2d = c2d_qos(ctx_.svc.sessions.subscriptions(client_id_), client_identity{device_id(), module_id()});
+    const auto subs = ctx_.svc.sessions.subscriptions(client_id_);
+    c2d = c2d_qos(subs, client_identity{device_id(), module_id()});
+    method_calls = takes_method_calls(subs);
+    desired_updates = takes_desired_updates(subs);
   };
   co_await off_thread(ctx_, work);
   if (failure) {
@@ -511,6 +702,7 @@ asio::awaitable<void> connection::on_unsubscribe(const mqtt::unsubscribe& u) {
   }
   queue(mqtt::unsuback{u.packet_id});
   update_c2d_subscription(c2d);  // messages already out still settle by PUBACK
+  update_twin_methods_subscriptions(method_calls, desired_updates);
 }
 
 void connection::on_codec_close(const mqtt::close_connection& c) {
@@ -713,6 +905,7 @@ void connection::settle_c2d(c2d_settlement s) {
 void connection::end(std::string reason, bool will_due) {
   if (closed_) return;
   closed_ = true;
+  method_calls_.store(false, std::memory_order_release);  // new calls: DeviceNotOnline at once
   end_reason_ = std::move(reason);
   will_due_ = will_due;
   ++timer_generation_;

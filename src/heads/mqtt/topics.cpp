@@ -2,6 +2,9 @@
 
 #include "base/text.hpp"
 
+#include <algorithm>
+#include <cstdint>
+
 namespace hub::mqtt_head {
 
 std::optional<client_identity> parse_client_id(std::string_view client_id) {
@@ -64,13 +67,16 @@ publish_target classify_publish(std::string_view topic) {
     } else if (rest.starts_with("twin/PATCH/properties/reported/")) {
       t.kind = publish_kind::twin_patch_reported;
     } else if (rest.starts_with("methods/res/")) {
-      const auto status = rest.substr(12, rest.find('/', 12) == std::string_view::npos
-                                              ? std::string_view::npos
-                                              : rest.find('/', 12) - 12);
-      const auto n = text::parse_int(status);
-      if (!n) return t;
+      // A broken status or $rid is the device's mistake about one answer: the head logs and
+      // ignores it (the call times out), it does not close the connection.
+      auto status = rest.substr(12);
+      status = status.substr(0, status.find_first_of("/?"));
+      if (const auto n = text::parse_int(status); n && *n >= INT32_MIN && *n <= INT32_MAX) {
+        t.status = static_cast<int>(*n);
+      }
       t.kind = publish_kind::method_response;
-      t.status = static_cast<int>(*n);
+      t.request_id = rid_of(topic);
+      return t;
     } else {
       return t;
     }
@@ -139,6 +145,27 @@ void apply_properties(const std::vector<std::pair<std::string, std::string>>& pr
       continue;  // unknown system keys are ignored, as IoT Hub does
     }
     m.properties.emplace_back(key, value);
+  }
+}
+
+bool topic_matches(std::string_view filter, std::string_view topic) {
+  if (filter.empty() || topic.empty()) return false;
+  if (topic.front() == '$' && (filter.front() == '+' || filter.front() == '#')) return false;
+  std::size_t f = 0;
+  std::size_t t = 0;
+  while (true) {
+    const std::size_t f_end = std::min(filter.find('/', f), filter.size());
+    const auto level = filter.substr(f, f_end - f);
+    if (level == "#") return f_end == filter.size();  // '#' only as the last level
+    const std::size_t t_end = std::min(topic.find('/', t), topic.size());
+    if (level != "+" && level != topic.substr(t, t_end - t)) return false;
+    const bool filter_done = f_end == filter.size();
+    const bool topic_done = t_end == topic.size();
+    if (filter_done) return topic_done;
+    // "a/#" matches "a" too: the filter's next and last level is '#'.
+    if (topic_done) return filter.substr(f_end + 1) == "#";
+    f = f_end + 1;
+    t = t_end + 1;
   }
 }
 

@@ -34,7 +34,7 @@ enum class publish_kind {
   telemetry,          // devices/{d}[/modules/{m}]/messages/events/{bag}
   twin_get,           // $iothub/twin/GET/?$rid=
   twin_patch_reported,// $iothub/twin/PATCH/properties/reported/?$rid=
-  method_response,    // $iothub/methods/res/{status}/?$rid=
+  method_response,    // $iothub/methods/res/{status}/?$rid= (status or $rid may be broken)
   unknown,
 };
 struct publish_target {
@@ -42,8 +42,8 @@ struct publish_target {
   std::string device_id;
   std::string module_id;
   std::string_view property_bag;   // telemetry: the raw bag (into the topic string)
-  std::string request_id;          // $rid
-  int status = 0;                  // method response status
+  std::string request_id;          // $rid (twin requests: never empty; method responses: may be)
+  std::optional<int> status;       // method response status; nullopt when not an integer
 };
 publish_target classify_publish(std::string_view topic);
 
@@ -53,6 +53,10 @@ std::optional<std::vector<std::pair<std::string, std::string>>> parse_property_b
 
 // Fills a telemetry message's system and application properties from a decoded bag.
 void apply_properties(const std::vector<std::pair<std::string, std::string>>& props, telemetry::message& m);
+
+// MQTT 3.1.1 §4.7 topic matching: '+' one level, '#' (last) this level and all below; a filter
+// starting with a wildcard does not match a topic starting with '$'.
+bool topic_matches(std::string_view filter, std::string_view topic);
 
 // Whether a device may subscribe to this filter (its own devicebound, methods, twin topics).
 bool subscription_allowed(std::string_view filter, const client_identity& id);

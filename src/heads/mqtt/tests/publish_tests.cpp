@@ -101,23 +101,53 @@ TEST(decide_publish, what_iot_hub_closes_the_connection_for) {
   EXPECT_EQ(decide(pub("$iothub/twin/GET/")).what, action::close);  // no $rid
 }
 
-TEST(decide_publish, twin_requests_get_a_json_error_the_sdk_understands) {
-  auto d = decide(pub("$iothub/twin/GET/?$rid=6f3d", " ", 0));
+TEST(decide_publish, twin_requests_go_to_the_twin_service) {
+  auto get = decide(pub("$iothub/twin/GET/?$rid=6f3d", " ", 0));  // the SDK's GET payload is one space
+  ASSERT_EQ(get.what, action::twin) << get.reason;
+  EXPECT_EQ(get.twin.what, twin_request::kind::get);
+  EXPECT_EQ(get.twin.rid, "6f3d");
+
+  auto patch = decide(pub("$iothub/twin/PATCH/properties/reported/?$rid=9", "{\"a\":{\"b\":null}}", 0), mod1);
+  ASSERT_EQ(patch.what, action::twin) << patch.reason;
+  EXPECT_EQ(patch.twin.what, twin_request::kind::patch_reported);
+  EXPECT_EQ(patch.twin.rid, "9");
+  ASSERT_TRUE(patch.twin.patch.is_object());
+  EXPECT_TRUE(patch.twin.patch.as_object().at("a").as_object().at("b").is_null());
+}
+
+TEST(decide_publish, a_reported_patch_that_is_not_json_gets_an_error_the_sdk_understands) {
+  auto d = decide(pub("$iothub/twin/PATCH/properties/reported/?$rid=9", "{\"a\":", 0));
   ASSERT_EQ(d.what, action::answer);
-  EXPECT_EQ(d.answer.topic, "$iothub/twin/res/501/?$rid=6f3d");
+  EXPECT_EQ(d.answer.topic, "$iothub/twin/res/400/?$rid=9");
   auto body = json::parse(d.answer.payload);
   ASSERT_TRUE(body.has_value());
   ASSERT_TRUE(body->is_object());
-  EXPECT_TRUE(body->as_object().contains("errorCode"));  // without it the SDK reports success
+  EXPECT_EQ(body->as_object().at("errorCode").as_int64(), 400006);  // without it the SDK reports success
   EXPECT_TRUE(body->as_object().contains("message"));
-
-  auto patch = decide(pub("$iothub/twin/PATCH/properties/reported/?$rid=9", "{\"a\":1}", 0));
-  ASSERT_EQ(patch.what, action::answer);
-  EXPECT_EQ(patch.answer.topic, "$iothub/twin/res/501/?$rid=9");
 }
 
-TEST(decide_publish, method_responses_are_ignored_for_now) {
-  EXPECT_EQ(decide(pub("$iothub/methods/res/200/?$rid=1", "null", 0)).what, action::ignore);
+TEST(decide_publish, method_responses) {
+  auto d = decide(pub("$iothub/methods/res/201/?$rid=ab-1", "{\"ok\":true}", 0));
+  ASSERT_EQ(d.what, action::method_response) << d.reason;
+  EXPECT_EQ(d.method.rid, "ab-1");
+  EXPECT_EQ(d.method.status, 201);
+  EXPECT_EQ(d.method.payload, "{\"ok\":true}");
+  // JSON.stringify(undefined) publishes nothing: the caller sees null.
+  d = decide(pub("$iothub/methods/res/200/?$rid=2", "", 0));
+  ASSERT_EQ(d.what, action::method_response);
+  EXPECT_EQ(d.method.payload, "null");
+}
+
+TEST(decide_publish, broken_method_responses_are_ignored_with_a_reason) {
+  for (const char* topic : {"$iothub/methods/res/x/?$rid=1", "$iothub/methods/res/200/", "$iothub/methods/res/200/?$rid="}) {
+    auto d = decide(pub(topic, "null", 0));
+    EXPECT_EQ(d.what, action::ignore) << topic;
+    EXPECT_FALSE(d.reason.empty()) << topic;
+  }
+  auto d = decide(pub("$iothub/methods/res/200/?$rid=1", "not json", 0));
+  EXPECT_EQ(d.what, action::ignore);
+  EXPECT_FALSE(d.reason.empty());
+  EXPECT_EQ(d.reason.find("not json"), std::string::npos);  // never the payload in the log
 }
 
 TEST(ack_queue, acknowledges_in_publish_order) {

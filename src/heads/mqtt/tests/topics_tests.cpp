@@ -62,8 +62,49 @@ TEST(mqtt_topics, iothub_topics) {
   EXPECT_EQ(t.kind, publish_kind::method_response);
   EXPECT_EQ(t.status, 200);
   EXPECT_EQ(t.request_id, "abc");
-  EXPECT_EQ(classify_publish("$iothub/methods/res/x/?$rid=abc").kind, publish_kind::unknown);
   EXPECT_EQ(classify_publish("$iothub/twin/GET/").kind, publish_kind::unknown);  // no $rid
+}
+
+TEST(mqtt_topics, broken_method_responses_are_still_method_responses) {
+  // The head logs and ignores them; it does not close the connection over one answer.
+  auto t = classify_publish("$iothub/methods/res/x/?$rid=abc");
+  EXPECT_EQ(t.kind, publish_kind::method_response);
+  EXPECT_FALSE(t.status.has_value());
+  EXPECT_EQ(t.request_id, "abc");
+  t = classify_publish("$iothub/methods/res/NaN/?$rid=abc");  // JS's %d of a non-number
+  EXPECT_FALSE(t.status.has_value());
+  t = classify_publish("$iothub/methods/res/99999999999/?$rid=abc");
+  EXPECT_FALSE(t.status.has_value());
+  t = classify_publish("$iothub/methods/res/-1/?$rid=abc");
+  EXPECT_EQ(t.status, -1);
+  t = classify_publish("$iothub/methods/res/404?$rid=7");
+  EXPECT_EQ(t.status, 404);
+  EXPECT_EQ(t.request_id, "7");
+  t = classify_publish("$iothub/methods/res/200/");
+  EXPECT_EQ(t.kind, publish_kind::method_response);
+  EXPECT_EQ(t.status, 200);
+  EXPECT_EQ(t.request_id, "");
+  EXPECT_EQ(classify_publish("$iothub/methods/POST/x/?$rid=1").kind, publish_kind::unknown);
+}
+
+TEST(mqtt_topics, topic_matching) {
+  EXPECT_TRUE(topic_matches("$iothub/methods/POST/#", "$iothub/methods/POST/reboot/?$rid=1"));
+  EXPECT_TRUE(topic_matches("$iothub/methods/#", "$iothub/methods/POST/reboot/?$rid=1"));
+  EXPECT_TRUE(topic_matches("$iothub/methods/POST/+/+", "$iothub/methods/POST/reboot/?$rid=1"));
+  EXPECT_FALSE(topic_matches("$iothub/methods/POST/+", "$iothub/methods/POST/reboot/?$rid=1"));
+  EXPECT_TRUE(topic_matches("$iothub/methods/POST/reboot/#", "$iothub/methods/POST/reboot/?$rid=1"));
+  EXPECT_FALSE(topic_matches("$iothub/methods/POST/reboot/#", "$iothub/methods/POST/other/?$rid=1"));
+  EXPECT_TRUE(topic_matches("a/b/#", "a/b"));  // '#' includes the parent level
+  EXPECT_TRUE(topic_matches("a/+/c", "a//c"));
+  EXPECT_FALSE(topic_matches("a/b", "a/b/c"));
+  EXPECT_FALSE(topic_matches("a/b/c", "a/b"));
+  EXPECT_TRUE(topic_matches("a/b/", "a/b/"));
+  EXPECT_FALSE(topic_matches("a/#/c", "a/b/c"));  // '#' only last
+  // Wildcards at the first level do not reach '$' topics (MQTT 3.1.1 §4.7.2).
+  EXPECT_FALSE(topic_matches("#", "$iothub/twin/res/200/?$rid=1"));
+  EXPECT_FALSE(topic_matches("+/twin/#", "$iothub/twin/res/200/?$rid=1"));
+  EXPECT_TRUE(topic_matches("#", "devices/d/messages/devicebound/x"));
+  EXPECT_FALSE(topic_matches("", "a"));
 }
 
 TEST(mqtt_topics, property_bag_as_captured_from_the_sdk) {
