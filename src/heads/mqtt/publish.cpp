@@ -87,13 +87,8 @@ publish_decision decide_publish(mqtt::publish&& p, const sender& who, sys_time n
         d.reason = fmt::format("method response without $rid ({})", p.topic.substr(0, 200));
         return d;
       }
-      auto payload = method_response_payload(std::move(p.payload));
-      if (!payload) {
-        d.reason = fmt::format("method response {} whose payload is not JSON", target.request_id);
-        return d;
-      }
       d.what = publish_decision::action::method_response;
-      d.method = method_answer{target.request_id, *target.status, std::move(*payload)};
+      d.method = method_answer{target.request_id, *target.status, method_response_payload(std::move(p.payload))};
       return d;
     }
     case publish_kind::unknown:

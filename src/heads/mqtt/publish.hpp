@@ -37,7 +37,7 @@ struct twin_request {
 struct method_answer {
   std::string rid;
   int status = 0;
-  std::string payload;  // JSON text ("null" for an empty body)
+  std::string payload;  // as sent ("null" for an empty body)
 };
 
 struct publish_decision {
@@ -66,8 +66,8 @@ struct publish_decision {
 //  - $iothub/twin/PATCH/properties/reported/?$rid=: twin with the parsed patch; a payload that
 //    is not JSON gets its error answer at once (400, IotHubFormatError).
 //  - $iothub/twin/... without $rid: close (there is nobody to answer).
-//  - $iothub/methods/res/<status>/?$rid=: method_response; a status that is not an integer, no
-//    $rid, or a payload that is not JSON: ignore (the call times out), with the reason.
+//  - $iothub/methods/res/<status>/?$rid=: method_response; a status that is not an integer or no
+//    $rid: ignore (the call times out), with the reason.
 //  - anything else: close, as IoT Hub does for topics a device may not publish to.
 publish_decision decide_publish(mqtt::publish&& p, const sender& who, sys_time now);
 

@@ -50,10 +50,10 @@ std::optional<reply> desired_notification(std::string patch_json);
 // SDK answers an empty body with status 400).
 reply method_request(std::string_view name, std::string_view request_id, std::string payload);
 
-// The payload of a device's answer as methods::service::respond takes it: JSON text, "null" for an
-// empty body (the SDK sends JSON.stringify(undefined) as nothing). nullopt when it is not JSON:
-// IoT Hub does not pass such an answer on either (the caller gets an error, not the bytes).
-std::optional<std::string> method_response_payload(std::string payload);
+// The payload of a device's answer as methods::service::respond takes it: as sent, "null" for an
+// empty body (the SDK sends JSON.stringify(undefined) as nothing). A payload that is not JSON is
+// passed on too, as the AMQP head does: how the caller sees it is the REST route's choice.
+std::string method_response_payload(std::string payload);
 
 // --- subscriptions. Each says whether any of a session's subscriptions takes the topics in
 // question (MQTT matching: the SDK's "$iothub/methods/POST/#" and
