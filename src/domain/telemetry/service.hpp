@@ -17,6 +17,21 @@ struct options {
   std::size_t max_message_bytes = 256 * 1024;   // IoT Hub's D2C limit
 };
 
+// The partition of a device in a log of `partitions`: a stable hash of its id (FNV-1a), so a
+// device's messages stay in order in one partition across restarts.
+std::uint32_t partition_of(std::string_view device_id, std::uint32_t partitions) noexcept;
+
+// Message routing in front of the event log (routing::service): when set, send() hands every
+// message that passed validation to it instead of appending it to the log itself.
+class router {
+ public:
+  virtual ~router() = default;
+  // Delivers `m` wherever the routes say; `done` runs once it is durable everywhere it goes (on
+  // some log's writer thread), or at once when it goes nowhere.
+  virtual void route(const message& m, std::uint32_t partition,
+                     std::function<void(result<storage::log_position>)> done) = 0;
+};
+
 class service {
  public:
   using done_fn = std::function<void(result<storage::log_position>)>;
@@ -30,11 +45,15 @@ class service {
   // MessageTooLarge (done called at once) when billed_size exceeds the limit.
   void send(const message& m, done_fn done);
 
+  // Set before serving; not synchronised. Null: every message goes to the log (no routing).
+  void set_router(router* r) noexcept { router_ = r; }
+
   storage::event_log& log() noexcept { return log_; }
 
  private:
   storage::event_log& log_;
   options options_;
+  router* router_ = nullptr;
 };
 
 }  // namespace hub::telemetry
