@@ -218,8 +218,9 @@ result<bj::object> service::write(const identity& who, const bj::value& body,
       pushed = std::move(patch);
     }
     out = document(*info, *r);
+    // Under the lock: two changes to one twin reach its device in $version order.
+    publish(who, std::move(pushed), std::move(change));
   }
-  publish(who, std::move(pushed), std::move(change));
   return out;
 }
 
@@ -256,8 +257,8 @@ result<std::int64_t> service::patch_reported(const identity& who, const bj::valu
     bj::object body = cleaned;
     body["$version"] = version;
     change.body = bj::object{{"version", r->version}, {"properties", bj::object{{"reported", std::move(body)}}}};
+    publish(who, std::nullopt, std::move(change));
   }
-  publish(who, std::nullopt, std::move(change));
   return version;
 }
 

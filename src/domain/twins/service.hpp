@@ -15,7 +15,8 @@
 //
 // Owner: hub (the composition root). Thread safety: every method may be called from any thread;
 // writes are serialised by one mutex and synced before they return. Listeners run after the write,
-// outside the lock, on the calling thread: keep them short.
+// still under that mutex (so a twin's changes reach them in version order), on the calling thread:
+// keep them short (post elsewhere) and never call back into the service from them.
 #include "base/clock.hpp"
 #include "base/error.hpp"
 #include "domain/twins/document.hpp"
