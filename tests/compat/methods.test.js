@@ -10,12 +10,14 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Client, Registry } = require('azure-iothub');
 const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
+const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 const { startHub } = require('./lib/hub');
 const { createSasDevice, createModule, openClient, closeQuietly } = require('./lib/device');
 const { errors, rejectsWith } = require('./lib/util');
 
-// The device transports whose heads take method calls.
-const TRANSPORTS = [['Amqp', Amqp], ['AmqpWs', AmqpWs]];
+// The device transports whose heads take method calls; the longer tests run on one of each head.
+const TRANSPORTS = [['Mqtt', Mqtt], ['MqttWs', MqttWs], ['Amqp', Amqp], ['AmqpWs', AmqpWs]];
+const HEADS = [['Mqtt', Mqtt], ['Amqp', Amqp]];
 
 // The SDK subscribes to method calls with no completion signal (sdk-quirks.md): the first call
 // asks the hub to wait for the subscription (connectTimeoutInSeconds), as IoT Hub allows.
@@ -81,28 +83,30 @@ describe('direct methods (service side)', () => {
       });
   }
 
-  it('Amqp: a module round trip (ModuleClient), not delivered to its device', { timeout: 60_000 }, async () => {
-    const dev = await createSasDevice(hub, registry, newId('modhost'));
-    const mod = await createModule(hub, registry, dev.deviceId, 'm1');
-    const device = await openClient(dev.connectionString, Amqp);
-    const module = await openClient(mod.connectionString, Amqp, { module: true });
-    try {
-      let deviceCalls = 0;
-      device.onDeviceMethod('who', (req, res) => {
-        deviceCalls++;
-        res.send(200, 'device', () => {});
-      });
-      module.onMethod('who', (req, res) => res.send(202, { module: 'm1', payload: req.payload }, () => {}));
-      const { result } = await service.invokeDeviceMethod(dev.deviceId, 'm1', { methodName: 'who', payload: 7, ...FIRST_CALL });
-      assert.deepEqual(result, { status: 202, payload: { module: 'm1', payload: 7 } });
-      const deviceAnswer = await service.invokeDeviceMethod(dev.deviceId, { methodName: 'who', ...FIRST_CALL });
-      assert.deepEqual(deviceAnswer.result, { status: 200, payload: 'device' });
-      assert.equal(deviceCalls, 1, 'the module\'s call did not reach the device');
-    } finally {
-      await closeQuietly(module);
-      await closeQuietly(device);
-    }
-  });
+  for (const [name, Transport] of HEADS) {
+    it(`${name}: a module round trip (ModuleClient), not delivered to its device`, { timeout: 60_000 }, async () => {
+      const dev = await createSasDevice(hub, registry, newId(`modhost-${name.toLowerCase()}`));
+      const mod = await createModule(hub, registry, dev.deviceId, 'm1');
+      const device = await openClient(dev.connectionString, Transport);
+      const module = await openClient(mod.connectionString, Transport, { module: true });
+      try {
+        let deviceCalls = 0;
+        device.onDeviceMethod('who', (req, res) => {
+          deviceCalls++;
+          res.send(200, 'device', () => {});
+        });
+        module.onMethod('who', (req, res) => res.send(202, { module: 'm1', payload: req.payload }, () => {}));
+        const { result } = await service.invokeDeviceMethod(dev.deviceId, 'm1', { methodName: 'who', payload: 7, ...FIRST_CALL });
+        assert.deepEqual(result, { status: 202, payload: { module: 'm1', payload: 7 } });
+        const deviceAnswer = await service.invokeDeviceMethod(dev.deviceId, { methodName: 'who', ...FIRST_CALL });
+        assert.deepEqual(deviceAnswer.result, { status: 200, payload: 'device' });
+        assert.equal(deviceCalls, 1, 'the module\'s call did not reach the device');
+      } finally {
+        await closeQuietly(module);
+        await closeQuietly(device);
+      }
+    });
+  }
 
   it('Amqp: a device that never answers: GatewayTimeoutError after responseTimeoutInSeconds (5 s)', { timeout: 60_000 },
     async () => {
@@ -125,30 +129,32 @@ describe('direct methods (service side)', () => {
       }
     });
 
-  it('Amqp: 100 concurrent invocations each get their own answer', { timeout: 90_000 }, async () => {
-    const dev = await createSasDevice(hub, registry, newId('busy'));
-    const device = await openClient(dev.connectionString, Amqp);
-    try {
-      device.onDeviceMethod('ready', (req, res) => res.send(200, null, () => {}));
-      // Answers out of order: each after its own random delay, echoing the call's number.
-      device.onDeviceMethod('work', (req, res) => {
-        setTimeout(() => res.send(200 + (req.payload.i % 100), { i: req.payload.i, twice: req.payload.i * 2 }, () => {}),
-                   Math.floor(Math.random() * 300));
-      });
-      await service.invokeDeviceMethod(dev.deviceId, { methodName: 'ready', ...FIRST_CALL });
-      const calls = [];
-      for (let i = 0; i < 100; i++) {
-        calls.push(service.invokeDeviceMethod(dev.deviceId, { methodName: 'work', payload: { i }, responseTimeoutInSeconds: 30 }));
+  for (const [name, Transport] of HEADS) {
+    it(`${name}: 100 concurrent invocations each get their own answer`, { timeout: 90_000 }, async () => {
+      const dev = await createSasDevice(hub, registry, newId(`busy-${name.toLowerCase()}`));
+      const device = await openClient(dev.connectionString, Transport);
+      try {
+        device.onDeviceMethod('ready', (req, res) => res.send(200, null, () => {}));
+        // Answers out of order: each after its own random delay, echoing the call's number.
+        device.onDeviceMethod('work', (req, res) => {
+          setTimeout(() => res.send(200 + (req.payload.i % 100), { i: req.payload.i, twice: req.payload.i * 2 }, () => {}),
+                     Math.floor(Math.random() * 300));
+        });
+        await service.invokeDeviceMethod(dev.deviceId, { methodName: 'ready', ...FIRST_CALL });
+        const calls = [];
+        for (let i = 0; i < 100; i++) {
+          calls.push(service.invokeDeviceMethod(dev.deviceId, { methodName: 'work', payload: { i }, responseTimeoutInSeconds: 30 }));
+        }
+        const results = await Promise.all(calls);
+        results.forEach(({ result }, i) => {
+          assert.deepEqual(result, { status: 200 + (i % 100), payload: { i, twice: i * 2 } }, `invocation ${i}`);
+        });
+        assert.deepEqual(device.errors, []);
+      } finally {
+        await closeQuietly(device);
       }
-      const results = await Promise.all(calls);
-      results.forEach(({ result }, i) => {
-        assert.deepEqual(result, { status: 200 + (i % 100), payload: { i, twice: i * 2 } }, `invocation ${i}`);
-      });
-      assert.deepEqual(device.errors, []);
-    } finally {
-      await closeQuietly(device);
-    }
-  });
+    });
+  }
 
   it('an unknown device or module: DeviceNotFoundError / 404 ModuleNotFound', async () => {
     await rejectsWith(service.invokeDeviceMethod(newId('missing'), { methodName: 'reboot' }), errors.DeviceNotFoundError,
