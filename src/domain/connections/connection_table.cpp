@@ -100,6 +100,9 @@ void connection_table::on_registry_change(const registry::change& c) {
     case registry::change::kind::module_deleted:
       close({c.device_id, c.module_id}, "module deleted");
       return;
+    case registry::change::kind::device_created:
+    case registry::change::kind::module_created:
+      return;
   }
 }
 

@@ -190,7 +190,7 @@ service::service(storage::kv& kv, const clock& clk) : kv_(kv), clock_(clk) {}
 result<device> service::create_device(device d) {
   if (!valid_id(d.device_id)) return invalid_id("device");
   if (auto v = validate(d.auth); !v) return v.error();
-  std::scoped_lock lock(write_mutex_);
+  std::unique_lock lock(write_mutex_);
   auto existing = load_device(kv_, d.device_id);
   if (!existing) return existing.error();
   if (*existing) {
@@ -202,6 +202,8 @@ result<device> service::create_device(device d) {
   fill_keys(d.auth, nullptr);
   if (d.iot_edge) d.device_scope = edge_scope(d);
   if (auto w = put_record(kv_, device_key(d.device_id), encode(d)); !w) return w.error();
+  lock.unlock();
+  notify(change::kind::device_created, d.device_id);
   return d;
 }
 
@@ -345,7 +347,7 @@ result<module> service::create_module(module m) {
   if (!valid_id(m.device_id)) return invalid_id("device");
   if (!valid_id(m.module_id)) return invalid_id("module");
   if (auto v = validate(m.auth); !v) return v.error();
-  std::scoped_lock lock(write_mutex_);
+  std::unique_lock lock(write_mutex_);
   auto parent = load_device(kv_, m.device_id);
   if (!parent) return parent.error();
   if (!*parent) return device_not_found(m.device_id);
@@ -359,6 +361,8 @@ result<module> service::create_module(module m) {
   reset_runtime(m, first_etag());
   fill_keys(m.auth, nullptr);
   if (auto w = put_record(kv_, module_key(m.device_id, m.module_id), encode(m)); !w) return w.error();
+  lock.unlock();
+  notify(change::kind::module_created, m.device_id, m.module_id);
   return m;
 }
 

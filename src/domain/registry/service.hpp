@@ -43,13 +43,14 @@ struct bulk_result {
   std::vector<bulk_error> errors;
 };
 
-// A registry write that ends an identity's connections, as IoT Hub ends them: the device or module
-// was deleted, or the device was disabled (which also shuts out its modules).
+// A registry write that others react to: a device or module was deleted, or the device was
+// disabled (which also shuts out its modules), each ending connections as IoT Hub ends them; or a
+// device or module was created (routing's deviceLifecycleEvents).
 struct change {
-  enum class kind { device_deleted, device_disabled, module_deleted };
+  enum class kind { device_deleted, device_disabled, module_deleted, device_created, module_created };
   kind what = kind::device_deleted;
   std::string device_id;
-  std::string module_id;  // module_deleted only
+  std::string module_id;  // module_deleted and module_created only
 };
 
 class service {

@@ -262,8 +262,27 @@ result<std::int64_t> service::patch_reported(const identity& who, const bj::valu
   return version;
 }
 
+std::optional<bj::object> service::stored_twin(const identity& who) {
+  auto bytes = kv_.get(twin_key(who));
+  if (!bytes) return std::nullopt;
+  std::string generation;
+  if (*bytes) {
+    auto v = json::parse(**bytes);
+    if (const bj::object* o = v ? v->if_object() : nullptr) generation = json::get_string(*o, "g").value_or("");
+  }
+  auto r = load(who, generation);
+  if (!r) return std::nullopt;
+  bj::object doc{{"deviceId", who.device_id}};
+  if (!who.module_id.empty()) doc["moduleId"] = who.module_id;
+  doc["etag"] = etag_of(r->version);
+  doc["version"] = r->version;
+  doc["tags"] = r->tags;
+  doc["properties"] = bj::object{{"desired", r->desired}, {"reported", r->reported}};
+  return doc;
+}
+
 void service::on_registry_change(const registry::change& c) {
-  if (c.what == registry::change::kind::device_disabled) return;
+  if (c.what != registry::change::kind::device_deleted && c.what != registry::change::kind::module_deleted) return;
   storage::write_batch batch;
   if (c.what == registry::change::kind::module_deleted) {
     batch.del(twin_key({c.device_id, c.module_id}));

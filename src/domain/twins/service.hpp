@@ -91,6 +91,11 @@ class service {
 
   // A deleted device (with its modules) or module loses its twin.
   void on_registry_change(const registry::change& c);
+  // The stored twin's own part ({deviceId, moduleId, etag, version, tags, properties}), read
+  // without asking the registry, so it still answers for an identity just deleted (routing's
+  // deleteDeviceIdentity events, read before on_registry_change drops it). A fresh twin's when
+  // none is stored; nullopt when storage fails.
+  std::optional<bj::object> stored_twin(const identity& who);
 
   // The last options::recent_changes change events, oldest first.
   std::vector<twin_change> recent_changes() const;

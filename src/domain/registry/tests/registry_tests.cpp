@@ -416,6 +416,34 @@ TEST_F(registry_service, create_fills_the_read_only_fields_and_generates_keys) {
   EXPECT_EQ(encode(*got), encode(d));
 }
 
+TEST_F(registry_service, the_change_listener_hears_every_create_delete_and_disable) {
+  std::vector<std::string> heard;
+  svc_.set_change_listener([&](const change& c) {
+    // Outside the registry's locks: the listener may read it.
+    const bool exists = c.module_id.empty() ? svc_.get_device(c.device_id).has_value()
+                                            : svc_.get_module(c.device_id, c.module_id).has_value();
+    heard.push_back(std::to_string(static_cast<int>(c.what)) + ":" + c.device_id + "/" + c.module_id +
+                    (exists ? "" : " (gone)"));
+  });
+  create("d1");
+  module m;
+  m.device_id = "d1";
+  m.module_id = "m1";
+  ASSERT_TRUE(svc_.create_module(m).has_value());
+  EXPECT_FALSE(svc_.create_module(m).has_value());  // exists: no event
+  EXPECT_FALSE(svc_.create_device(sas_device("d1")).has_value());
+  bulk_item b;
+  b.dev = sas_device("d2");
+  EXPECT_TRUE(svc_.bulk({b}).is_successful);
+  ASSERT_TRUE(svc_.delete_module("d1", "m1", std::nullopt).has_value());
+  ASSERT_TRUE(svc_.delete_device("d2", std::nullopt).has_value());
+  const auto k = [](change::kind what) { return std::to_string(static_cast<int>(what)); };
+  EXPECT_EQ(heard, (std::vector<std::string>{k(change::kind::device_created) + ":d1/", k(change::kind::module_created) + ":d1/m1",
+                                             k(change::kind::device_created) + ":d2/",
+                                             k(change::kind::module_deleted) + ":d1/m1 (gone)",
+                                             k(change::kind::device_deleted) + ":d2/ (gone)"}));
+}
+
 TEST_F(registry_service, create_keeps_given_keys_and_ignores_read_only_input) {
   device d = sas_device("dev1");
   d.auth.primary_key = key_a;

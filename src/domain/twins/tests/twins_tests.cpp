@@ -205,6 +205,19 @@ TEST_F(twins_test, twins_survive_a_restart_and_go_with_their_identity) {
   EXPECT_EQ(doc->at("version").as_int64(), 2);
 
   ASSERT_TRUE(registry_.delete_device("d1", std::nullopt).has_value());
+  // Routing reads the deleted identity's twin before it goes.
+  EXPECT_FALSE(again.get({"d1", ""}).has_value());
+  auto last = again.stored_twin({"d1", ""});
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->at("deviceId").as_string(), "d1");
+  EXPECT_EQ(last->at("version").as_int64(), 2);
+  EXPECT_EQ(last->at("etag").as_string(), etag_of(2));
+  EXPECT_EQ(at(*last, "properties.desired").at("x").as_int64(), 1);
+  EXPECT_FALSE(last->contains("status"));
+  // A create is not a delete: the twin stays.
+  again.on_registry_change({registry::change::kind::device_created, "d1", ""});
+  again.on_registry_change({registry::change::kind::module_created, "d1", "m1"});
+  EXPECT_EQ(again.stored_twin({"d1", ""})->at("version").as_int64(), 2);
   again.on_registry_change({registry::change::kind::device_deleted, "d1", ""});
   registry::device d;
   d.device_id = "d1";
