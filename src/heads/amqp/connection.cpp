@@ -135,7 +135,7 @@ void connection::handle(std::vector<amqp::event>& events, std::vector<work>& out
                        links_.erase(it);
                        if (e.error) log_->debug("{}: link closed: {}", log_id_, e.error.what());
                        if (s.kind == link_kind::partition)
-                         out.push_back(release_partition_work{e.link, s.partition, s.consumer_group});
+                         out.push_back(release_partition_work{e.link, s.partition, s.consumer_group, s.entity});
                        link_gone(s, e.by_peer ? "link closed by the client" : "link closed", out);
                      },
                      [&](amqp::message_received& e) { on_message(e, out); },
@@ -674,6 +674,19 @@ void connection::release_locks(std::vector<work>& out) {
   for (auto& [id, s] : links_) release_link_locks(s, out);
 }
 
+std::optional<std::uint32_t> connection::entity_index(std::string_view name) const {
+  if (opts_.event_hub_entities.empty()) return 0u;
+  for (std::size_t i = 0; i < opts_.event_hub_entities.size(); ++i) {
+    if (text::iequals(opts_.event_hub_entities[i], name)) return static_cast<std::uint32_t>(i);
+  }
+  return std::nullopt;
+}
+
+// The text the Event Hubs client turns into MessagingEntityNotFoundError.
+std::string connection::entity_not_found(std::string_view name) const {
+  return "The messaging entity '" + std::string(name) + "' could not be found.";
+}
+
 bool connection::event_hubs_granted(const std::string& entity_path) const {
   const std::int64_t now = clock_.now_seconds();
   for (const auto& [name, g] : grants_) {
@@ -705,6 +718,12 @@ void connection::on_event_hubs_link(amqp::link_requested& e, std::vector<work>& 
     driver_.refuse_link(e.link, amqp::condition("amqp:not-found", "No partition at '" + e.source + "'"));
     return;
   }
+  const auto entity = entity_index(addr->entity);
+  if (!entity) {
+    log_->info("{}: receiver on '{}' refused: no event hub '{}'", log_id_, e.source, addr->entity);
+    driver_.refuse_link(e.link, amqp::condition("amqp:not-found", entity_not_found(addr->entity)));
+    return;
+  }
   if (!event_hubs_granted(addr->entity + "/ConsumerGroups/" + addr->consumer_group + "/Partitions/" +
                           std::to_string(addr->partition))) {
     log_->info("{}: receiver on '{}' refused: no token for it", log_id_, e.source);
@@ -725,6 +744,7 @@ void connection::on_event_hubs_link(amqp::link_requested& e, std::vector<work>& 
   s.kind = link_kind::partition;
   s.name = e.name;
   s.partition = addr->partition;
+  s.entity = *entity;
   s.start = *pos;
   s.consumer_group = addr->consumer_group;
   s.epoch = epoch;
@@ -733,7 +753,7 @@ void connection::on_event_hubs_link(amqp::link_requested& e, std::vector<work>& 
   log_->debug("{}: Event Hubs receiver on partition {} ({}{}) attached", log_id_, addr->partition, addr->consumer_group,
               epoch ? ", epoch " + std::to_string(*epoch) : std::string());
   driver_.accept_link(e.link);
-  out.push_back(claim_partition_work{e.link, addr->partition, addr->consumer_group, epoch});
+  out.push_back(claim_partition_work{e.link, addr->partition, addr->consumer_group, epoch, *entity});
 }
 
 void connection::partition_claimed(amqp::link_id link, const std::optional<partition_watch::refusal>& refusal,
@@ -770,6 +790,11 @@ void connection::on_management_request(amqp::message_received& e, std::vector<wo
     reply(link_kind::mgmt_replies, r.reply_to, management_error_reply(r, 400, "Unsupported operation '" + r.operation + "'"));
     return;
   }
+  const auto entity = entity_index(r.name);
+  if (!entity) {
+    reply(link_kind::mgmt_replies, r.reply_to, management_error_reply(r, 404, entity_not_found(r.name)));
+    return;
+  }
   if (r.type == "com.microsoft:eventhub") {
     reply(link_kind::mgmt_replies, r.reply_to,
           eventhub_info_reply(r, opts_.event_hub_partitions, opts_.event_hub_created_ms));
@@ -783,7 +808,7 @@ void connection::on_management_request(amqp::message_received& e, std::vector<wo
     }
     const std::uint64_t ticket = ++next_ticket_;
     management_.emplace(ticket, pending_management{std::move(r), e.link});
-    out.push_back(partition_info_work{ticket, *p});
+    out.push_back(partition_info_work{ticket, *p, *entity});
     return;
   }
   reply(link_kind::mgmt_replies, r.reply_to, management_error_reply(r, 400, "Unsupported type '" + r.type + "'"));
@@ -813,6 +838,7 @@ void connection::pump_partition(amqp::link_id link, std::vector<work>& out) {
   read_events_work w;
   w.ticket = ticket;
   w.partition = s.partition;
+  w.entity = s.entity;
   w.start = s.start;
   w.from_sequence = s.next_sequence;
   w.max_records = std::min<std::size_t>(static_cast<std::size_t>(credit), opts_.max_events_per_read);
@@ -831,7 +857,7 @@ void connection::events_ready(std::uint64_t ticket, result<events_read> r, std::
   if (!r) {
     log_->info("{}: reading partition {} failed: {}", log_id_, s.partition, r.error().message);
     driver_.close_link(link, condition_for(r.error()));
-    out.push_back(release_partition_work{link, s.partition, s.consumer_group});
+    out.push_back(release_partition_work{link, s.partition, s.consumer_group, s.entity});
     links_.erase(it);
     return;
   }
@@ -849,7 +875,7 @@ void connection::events_ready(std::uint64_t ticket, result<events_read> r, std::
   s.next_sequence = next;
   if (r->records.empty()) {
     s.waiting = true;
-    out.push_back(wait_events_work{link, s.partition, s.next_sequence});
+    out.push_back(wait_events_work{link, s.partition, s.next_sequence, s.entity});
   } else {
     pump_partition(link, out);
   }

@@ -102,6 +102,7 @@ struct detach_identity_work {
 struct read_events_work {
   std::uint64_t ticket = 0;
   std::uint32_t partition = 0;
+  std::uint32_t entity = 0;             // which event hub (connection_options::event_hub_entities)
   std::optional<event_position> start;  // the receiver's first read: where to start
   std::int64_t from_sequence = 0;       // later reads
   std::size_t max_records = 0;
@@ -110,10 +111,12 @@ struct wait_events_work {
   amqp::link_id link = 0;
   std::uint32_t partition = 0;
   std::int64_t next_sequence = 0;
+  std::uint32_t entity = 0;
 };
 struct partition_info_work {
   std::uint64_t ticket = 0;
   std::uint32_t partition = 0;
+  std::uint32_t entity = 0;
 };
 struct check_certificate_work {
   std::uint64_t ticket = 0;
@@ -126,11 +129,13 @@ struct claim_partition_work {
   std::uint32_t partition = 0;
   std::string consumer_group;
   std::optional<std::int64_t> epoch;
+  std::uint32_t entity = 0;
 };
 struct release_partition_work {
   amqp::link_id link = 0;
   std::uint32_t partition = 0;
   std::string consumer_group;
+  std::uint32_t entity = 0;
 };
 // The service SDK sent a C2D message for `device_id`.
 struct c2d_send_work {
@@ -206,6 +211,10 @@ struct connection_options {
   // The Event Hubs-compatible endpoint: 0 partitions = not served (its links are refused).
   std::uint32_t event_hub_partitions = 0;
   std::int64_t event_hub_created_ms = 0;  // created_at in the event hub's READ
+  // The event hubs (entities) served, by number: 0 is the built-in endpoint (the hub's name),
+  // then the custom Event Hubs endpoints of routing; names compare case-insensitively and an
+  // unknown one is not found. Empty: any entity name is the built-in endpoint.
+  std::vector<std::string> event_hub_entities;
   std::size_t max_events_per_read = 100;  // per read_events, within the receiver's credit
   // Bounds on what one client can make the hub hold (links of all kinds; tokens by audience).
   // IoT Edge multiplexes its modules on one connection; a thousand is far beyond that.
@@ -338,6 +347,7 @@ class connection {
     bool desired = false;                 // twin_responses: desired notifications are on
     // partition: an Event Hubs receiver
     std::uint32_t partition = 0;
+    std::uint32_t entity = 0;              // which event hub
     std::optional<event_position> start;   // until the first read resolves it
     std::int64_t next_sequence = 0;
     bool reading = false;                  // a read_events is out
@@ -428,6 +438,9 @@ class connection {
   // True when a live Event Hubs grant covers `entity_path` ("<hub>/ConsumerGroups/..."), or any
   // Event Hubs grant when it is empty.
   bool event_hubs_granted(const std::string& entity_path) const;
+  // The number of the event hub named `name` (connection_options::event_hub_entities).
+  std::optional<std::uint32_t> entity_index(std::string_view name) const;
+  std::string entity_not_found(std::string_view name) const;
   void flush_replies(amqp::link_id link);
   void expire_grants(std::vector<work>& out);
   // The live grant that lets `device_id`/`module_id` attach a device link, by its audience.

@@ -21,6 +21,16 @@
 
 namespace hub::amqp_head {
 
+class partition_watch;
+
+// An event hub the Event Hubs-compatible endpoint serves: the built-in one (the telemetry log,
+// under the hub's name) or a custom routing endpoint's (its own log, under the endpoint's name).
+struct event_hub {
+  std::string name;
+  storage::event_log* log = nullptr;
+  partition_watch* watch = nullptr;
+};
+
 class partition_watch {
  public:
   explicit partition_watch(storage::event_log& log);

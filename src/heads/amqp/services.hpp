@@ -1,6 +1,8 @@
 #pragma once
 // What the AMQP head reaches: the domain services it calls. Light (references only): the
 // composition root and the listener's header include it.
+#include <vector>
+
 namespace hub {
 class clock;
 }
@@ -33,6 +35,7 @@ namespace hub::amqp_head {
 
 class partition_watch;
 class feedback_watch;
+struct event_hub;
 
 // Owned by the composition root; every member outlives the listeners.
 struct services {
@@ -54,6 +57,9 @@ struct services {
   twins::service* twins = nullptr;
   // Direct methods; null: methods links are refused (amqp:not-implemented).
   methods::service* methods = nullptr;
+  // The event hubs served by name, the built-in one first (its log and watch are the telemetry
+  // log and `watch`); null: the built-in one only, under any name.
+  const std::vector<event_hub>* event_hubs = nullptr;
 };
 
 }  // namespace hub::amqp_head

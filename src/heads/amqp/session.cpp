@@ -53,6 +53,19 @@ struct overloaded : F... {
 template <class... F>
 overloaded(F...) -> overloaded<F...>;
 
+// The log and the watch of event hub `entity` (connection_options::event_hub_entities): the
+// telemetry log and the server's watch for the built-in one.
+const storage::event_log& log_of(const services& svc, std::uint32_t entity) {
+  if (svc.event_hubs != nullptr && entity < svc.event_hubs->size() && (*svc.event_hubs)[entity].log != nullptr)
+    return *(*svc.event_hubs)[entity].log;
+  return svc.telemetry.log();
+}
+partition_watch* watch_of(const services& svc, std::uint32_t entity) {
+  if (svc.event_hubs != nullptr && entity < svc.event_hubs->size() && (*svc.event_hubs)[entity].watch != nullptr)
+    return (*svc.event_hubs)[entity].watch;
+  return svc.watch;
+}
+
 // The read buffer grows while reads fill it and shrinks back after a run of small reads, so an
 // idle connection (most devices, most of the time) holds 2 KiB, not 16.
 constexpr std::size_t read_buffer_min = 2 * 1024;
@@ -386,7 +399,7 @@ void live::run(std::vector<work>& items) {
                    [&](read_events_work& r) {
                      // Segment files: on the pool.
                      asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, r]() {
-                       const storage::event_log& log = svc->telemetry.log();
+                       const storage::event_log& log = log_of(*svc, r.entity);
                        const std::int64_t from = r.start ? resolve_position(log, r.partition, *r.start) : r.from_sequence;
                        auto records = log.read(r.partition, from, r.max_records);
                        result<events_read> answer = make_error(errc::server_error, "");
@@ -409,8 +422,9 @@ void live::run(std::vector<work>& items) {
                      });
                    },
                    [&](wait_events_work& w) {
-                     if (ctx_.svc.watch == nullptr) return;
-                     ctx_.svc.watch->wait(w.partition, w.next_sequence, weak_from_this(),
+                     partition_watch* watch = watch_of(ctx_.svc, w.entity);
+                     if (watch == nullptr) return;
+                     watch->wait(w.partition, w.next_sequence, weak_from_this(),
                                           [self = weak_from_this(), ex = ex_, link = w.link] {
                                             asio::post(ex, [self, link] {
                                               auto s = self.lock();
@@ -441,7 +455,7 @@ void live::run(std::vector<work>& items) {
                      // A mutex and a few comparisons: on this thread. Receivers it displaces are
                      // ended on their own connections' threads.
                      std::optional<partition_watch::refusal> refusal;
-                     if (ctx_.svc.watch != nullptr) {
+                     if (partition_watch* watch = watch_of(ctx_.svc, c.entity); watch != nullptr) {
                        partition_watch::holder h;
                        h.conn = this;
                        h.link = c.link;
@@ -457,14 +471,15 @@ void live::run(std::vector<work>& items) {
                            s->kick();
                          });
                        };
-                       refusal = ctx_.svc.watch->claim(c.partition, c.consumer_group, std::move(h));
+                       refusal = watch->claim(c.partition, c.consumer_group, std::move(h));
                      }
                      std::vector<work> more;
                      conn_.partition_claimed(c.link, refusal, more);
                      run(more);
                    },
                    [&](release_partition_work& r) {
-                     if (ctx_.svc.watch != nullptr) ctx_.svc.watch->release(r.partition, r.consumer_group, this, r.link);
+                     if (partition_watch* watch = watch_of(ctx_.svc, r.entity); watch != nullptr)
+                       watch->release(r.partition, r.consumer_group, this, r.link);
                    },
                    [&](c2d_send_work& c) {
                      // A durable write: on the pool.
@@ -609,7 +624,7 @@ void live::run(std::vector<work>& items) {
                    },
                    [&](partition_info_work& p) {
                      asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, p]() {
-                       result<storage::partition_stats> st = svc->telemetry.log().stats(p.partition);
+                       result<storage::partition_stats> st = log_of(*svc, p.entity).stats(p.partition);
                        asio::post(ex, [self, ticket = p.ticket, st = std::move(st)]() mutable {
                          auto s = self.lock();
                          if (!s || s->closed_) return;
@@ -635,6 +650,9 @@ connection_options default_options(const services& svc) {
   o.serve_methods = svc.methods != nullptr;
   if (svc.watch != nullptr) {
     o.event_hub_partitions = svc.telemetry.log().partitions();
+    if (svc.event_hubs != nullptr) {
+      for (const event_hub& h : *svc.event_hubs) o.event_hub_entities.push_back(h.name);
+    }
     o.event_hub_created_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(svc.clk.now().time_since_epoch()).count();
   }

@@ -188,6 +188,7 @@ class event_hubs_session : public ::testing::Test {
       if (auto* t = std::get_if<check_token_work>(&w[i])) {
         conn_->token_checked(t->ticket, check_token(token_services{auth_, registry_}, t->aud, t->token), more);
       } else if (auto* r = std::get_if<read_events_work>(&w[i])) {
+        read_entities_.push_back(r->entity);
         const std::int64_t from = r->start ? resolve_position(*log_, r->partition, *r->start) : r->from_sequence;
         auto recs = log_->read(r->partition, from, r->max_records);
         events_read e;
@@ -290,12 +291,12 @@ class event_hubs_session : public ::testing::Test {
   }
 
   // A $management READ; returns the reply.
-  proton::message read(const std::string& type, const std::string& partition = {}) {
+  proton::message read(const std::string& type, const std::string& partition = {}, const std::string& name = "myhub") {
     proton::message m;
     m.id(proton::message_id(std::string("mgmt-") + std::to_string(++n_)));
     m.reply_to("mgmt-reply");
     m.properties().put("operation", std::string("READ"));
-    m.properties().put("name", std::string("myhub"));
+    m.properties().put("name", name);
     m.properties().put("type", type);
     if (!partition.empty()) m.properties().put("partition", partition);
     m.body(proton::binary());
@@ -323,6 +324,7 @@ class event_hubs_session : public ::testing::Test {
   std::mutex woken_mutex_;
   std::vector<std::pair<amqp::link_id, std::string>> stolen_;  // displaced receivers
   std::vector<amqp::link_id> woken_;
+  std::vector<std::uint32_t> read_entities_;  // read_events_work::entity, in order
   int n_ = 0;
 };
 
@@ -418,6 +420,49 @@ TEST_F(event_hubs_session, receivers_need_a_token_for_their_partition) {
   closed = client_got<amqp::link_closed>();
   ASSERT_EQ(closed.size(), 1u);
   EXPECT_EQ(closed[0].error.name(), "amqp:not-found");
+}
+
+TEST_F(event_hubs_session, entities_by_name_and_an_unknown_one_is_not_found) {
+  // The built-in event hub under the hub's name, a routing endpoint's under its own.
+  connection_options opts;
+  opts.event_hub_partitions = 2;
+  opts.event_hub_entities = {"myhub", "alerts"};
+  conn_ = std::make_unique<connection>(opts, clock_, hub::log::get("amqp"), "connection 2");
+  append("dev1", "one");
+  const std::uint32_t p = telemetry_->partition_for("dev1");
+  open_cbs();
+  for (const char* entity : {"myhub", "alerts", "nosuch"}) {
+    const std::string aud = std::string("sb://myhub.example/") + entity;
+    ASSERT_EQ(put_token(aud, eh_token(aud)), 200);
+  }
+  mgmt_out_ = client_->open_sender("$management");
+  client_->open_receiver("$management", 10, {}, "mgmt-reply");
+  pump();
+  client_events_.clear();
+  EXPECT_EQ(proton::get<std::int32_t>(read("com.microsoft:eventhub", {}, "MyHub").properties().get("status-code")), 200);
+  EXPECT_EQ(proton::get<std::int32_t>(read("com.microsoft:eventhub", {}, "alerts").properties().get("status-code")), 200);
+  proton::message missing = read("com.microsoft:eventhub", {}, "nosuch");
+  EXPECT_EQ(proton::get<std::int32_t>(missing.properties().get("status-code")), 404);
+  EXPECT_EQ(proton::get<std::string>(missing.properties().get("status-description")),
+            "The messaging entity 'nosuch' could not be found.");
+  EXPECT_EQ(proton::get<std::int32_t>(read("com.microsoft:partition", "0", "nosuch").properties().get("status-code")), 404);
+
+  const auto start = std::map<proton::symbol, proton::value>{
+      {proton::symbol("apache.org:selector-filter:string"), selector("amqp.annotation.x-opt-offset > '-1'")}};
+  client_->open_receiver("nosuch/ConsumerGroups/$Default/Partitions/0", 10, {}, "r0", start);
+  pump();
+  auto closed = client_got<amqp::link_closed>();
+  ASSERT_EQ(closed.size(), 1u);
+  EXPECT_EQ(closed[0].error.name(), "amqp:not-found");
+  EXPECT_NE(closed[0].error.description().find("could not be found"), std::string::npos);
+  client_->open_receiver("ALERTS/ConsumerGroups/$Default/Partitions/" + std::to_string(p), 10, {}, "r1", start);
+  client_->open_receiver("myhub/ConsumerGroups/$Default/Partitions/" + std::to_string(p), 10, {}, "r2", start);
+  pump();
+  EXPECT_TRUE(client_got<amqp::link_closed>().empty());
+  ASSERT_FALSE(read_entities_.empty());
+  EXPECT_EQ(read_entities_.front(), 1u);  // r1 reads alerts' log, r2 the built-in one
+  EXPECT_EQ(std::count(read_entities_.begin(), read_entities_.end(), 0u) > 0, true);
+  EXPECT_EQ(client_got<amqp::message_received>().size(), 2u);
 }
 
 TEST_F(event_hubs_session, epoch_receivers_displace_and_refuse) {
