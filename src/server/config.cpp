@@ -164,6 +164,13 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
       ->type_name("DURATION")
       ->capture_default_str()
       ->check(ttl_check);
+  app.add_option("--routing", cfg.routing_file,
+                 "Message routing: a JSON file with IoT Hub's ARM routing object (endpoints.eventHubs,\n"
+                 "endpoints.storageContainers, routes, fallbackRoute, enrichments), checked at start")
+      ->type_name("FILE");
+  app.add_flag("--routing-test-batching", cfg.routing_test_batching,
+               "For tests: let storage endpoints batch every second (batchFrequencyInSeconds >= 1)\n"
+               "and in chunks from 1 KiB (maxChunkSizeInBytes >= 1024)");
   app.add_flag("--init", cfg.init_only,
                "Create the data folder, hub identity and certificates, print them and exit");
 

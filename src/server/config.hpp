@@ -33,6 +33,11 @@ struct config {
   std::chrono::seconds c2d_ttl{std::chrono::hours(1)};
   std::uint32_t c2d_max_delivery_count = 10;
   std::chrono::seconds c2d_feedback_ttl{std::chrono::hours(1)};
+  // Message routing: IoT Hub's ARM `routing` object (endpoints, routes, fallbackRoute,
+  // enrichments) in a JSON file; empty = no routes, everything to the built-in endpoint.
+  std::filesystem::path routing_file;
+  // Tests only: storage endpoints may batch every second and in chunks from 1 KiB.
+  bool routing_test_batching = false;
 };
 
 // "90s", "30m", "24h", "1d", "7d" (or plain seconds, "3600"): nullopt when malformed or zero.

@@ -9,6 +9,9 @@
 //   DIR/db/          RocksDB: registry (devices, modules, their connection state)
 //   DIR/events/      the event log: device-to-cloud telemetry, p<N>/<first sequence>.seg per
 //                    partition, whole segments deleted after the retention period
+//   DIR/endpoints/<name>/  a custom routing endpoint's event log (same layout and partitions);
+//                    a storage endpoint's also holds files.checkpoint.json
+//   DIR/storage/<container or name>/  a storage endpoint's files (unless its "path" says where)
 //
 // Light on purpose (no Asio): hubctl links it to read the identity without a running hubd.
 // Everything here runs at startup or in a CLI, so failures throw startup_error with a one-line
@@ -41,6 +44,8 @@ struct data_layout {
   std::filesystem::path server_key() const { return dir / "server.key"; }
   std::filesystem::path db() const { return dir / "db"; }
   std::filesystem::path events() const { return dir / "events"; }
+  std::filesystem::path endpoint(const std::string& name) const { return dir / "endpoints" / name; }
+  std::filesystem::path storage() const { return dir / "storage"; }
 };
 
 // $HUBD_DATA if set; else /var/lib/hubd for root; else $XDG_DATA_HOME/hubd or ~/.local/share/hubd.

@@ -9,6 +9,7 @@
 #include "domain/connections/connection_table.hpp"
 #include "domain/methods/service.hpp"
 #include "domain/registry/service.hpp"
+#include "domain/routing/service.hpp"
 #include "domain/telemetry/service.hpp"
 #include "domain/twins/service.hpp"
 #include "heads/amqp/feedback_watch.hpp"
@@ -20,6 +21,7 @@
 #include "server/config.hpp"
 #include "server/files.hpp"
 #include "server/listener.hpp"
+#include "server/routing_setup.hpp"
 #include "server/tls_material.hpp"
 #include "storage/event_log.hpp"
 #include "storage/kv.hpp"
@@ -184,13 +186,42 @@ int run(const config& cfg) {
       clk);
   // Deleting or disabling an identity ends its connections, as IoT Hub does (every registry path,
   // bulk included); a deleted identity's persistent sessions, C2D queue and twin go too.
-  registry.set_change_listener([&connections, &mqtt_sessions, &c2d, &twins](const registry::change& c) {
+  // Message routing: device messages and the hub's events to the endpoints their routes name.
+  const std::string hub_name = hub_name_of(id.identity.host_name);
+  routing::service routing(clk, **events, routing::options{hub_name},
+                           [&twins](std::string_view device_id, std::string_view module_id) -> std::optional<boost::json::object> {
+                             auto twin = twins.get({std::string(device_id), std::string(module_id)});
+                             return twin ? std::optional<boost::json::object>(std::move(*twin)) : std::nullopt;
+                           });
+  // The Event Hubs-compatible endpoint reads the same log; its receivers wait on this watch.
+  amqp_head::partition_watch event_watch(**events);
+  event_watch.set_consumer_groups(cfg.consumer_groups);
+  routing_endpoints endpoints = open_routing(cfg, layout, hub_name, **events, event_watch, clk);
+  if (auto installed = routing.install(std::move(endpoints.table), endpoints.table_logs(**events)); !installed)
+    throw startup_error("routing: " + installed.error().message);
+  twins.set_change_listener([&routing](const twins::twin_change& c) {
+    routing.twin_changed(c.who.device_id, c.who.module_id, c.operation, c.body, c.at);
+  });
+  connections.set_listener([&routing](const connections::connection_event& e) {
+    routing.connection_changed(e.who.device_id, e.who.module_id, e.what == connections::connection_event::kind::connected,
+                               e.at);
+  });
+  registry.set_change_listener([&connections, &mqtt_sessions, &c2d, &twins, &routing, &clk](const registry::change& c) {
+    using kind = registry::change::kind;
+    // Routing first: a deleted identity's twin is read for its lifecycle event before it goes.
+    if (c.what == kind::device_created || c.what == kind::module_created) {
+      routing.identity_created(c.device_id, c.module_id, clk.now());
+      return;
+    }
+    if (c.what != kind::device_disabled && routing.wants(routing::source::device_lifecycle_events))
+      routing.identity_deleted(c.device_id, c.module_id, twins.stored_twin({c.device_id, c.module_id}), clk.now());
     connections.on_registry_change(c);
-    if (c.what != registry::change::kind::device_disabled) mqtt_sessions.forget(c.device_id, c.module_id);
+    if (c.what != kind::device_disabled) mqtt_sessions.forget(c.device_id, c.module_id);
     c2d.on_registry_change(c);
     twins.on_registry_change(c);
   });
   telemetry::service telemetry(**events);
+  telemetry.set_router(&routing);
   certificates::service certs(**kv, registry, clk);
   // X.509 devices: what the TLS client presented, checked against the identity's thumbprints or
   // the hub's verified CA certificates.
@@ -203,18 +234,22 @@ int run(const config& cfg) {
                                    proved->not_after};
   };
   const mqtt_head::services mqtt{auth, connections, telemetry, mqtt_sessions, clk, x509, &c2d, &twins, &methods};
-  // The Event Hubs-compatible endpoint reads the same log; its receivers wait on this watch.
-  amqp_head::partition_watch event_watch(**events);
-  event_watch.set_consumer_groups(cfg.consumer_groups);
   const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch, &certs, &c2d,
-                                 &feedback_watch, &twins, &methods};
+                                 &feedback_watch, &twins, &methods, &endpoints.event_hubs};
   // The REST API: the service side (registry, twins, direct methods...), and the device side
   // (telemetry, C2D over HTTPS).
   http::router router(http::services{registry, auth, clk, certs, &connections, &telemetry, &c2d, &twins, &methods});
-  periodic retention(std::chrono::minutes(1), [&log, &events, &clk] {
+  periodic retention(std::chrono::minutes(1), [&log, &events, &endpoints, &clk] {
     const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clk.now().time_since_epoch()).count();
-    const std::size_t deleted = (*events)->enforce_retention(now_ms);
+    std::size_t deleted = (*events)->enforce_retention(now_ms);
+    for (const auto& l : endpoints.logs) deleted += l->enforce_retention(now_ms);
     if (deleted > 0) log->info("retention: deleted {} expired event log segments", deleted);
+  });
+  // Storage endpoints: due batches become files.
+  periodic storage_files(std::chrono::seconds(1), [&log, &endpoints] {
+    for (const auto& w : endpoints.writers) {
+      if (auto r = w->tick(); !r) log->warn("storage endpoint '{}': {}", w->options().endpoint.name, r.error().message);
+    }
   });
 
   listener_options opts;
@@ -244,7 +279,9 @@ int run(const config& cfg) {
   // The sessions are gone, but their io_contexts still exist (until `net` goes): pending
   // telemetry completions post there harmlessly. Drain the log now, while that is still true, and
   // settle any direct method that started after on_stopping (their completions post there too).
+  routing.stop();  // its queued events go to the logs first
   (*events)->close();
+  for (const auto& l : endpoints.logs) l->close();
   methods.shutdown();
   log->info("stopped");
   return 0;

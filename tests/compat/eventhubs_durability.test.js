@@ -73,7 +73,7 @@ describe('Event Hubs endpoint durability across kill -9', () => {
 
        const ps = hub.policies().find((x) => (x.name ?? x.keyName) === 'service');
        const consumer = new EventHubConsumerClient(
-         '$Default', `Endpoint=sb://${hub.hostName}/;SharedAccessKeyName=service;SharedAccessKey=${ps.primaryKey};EntityPath=hub`);
+         '$Default', `Endpoint=sb://${hub.hostName}/;SharedAccessKeyName=service;SharedAccessKey=${ps.primaryKey};EntityPath=${hub.hostName}`);
        try {
          const events = [];
          const want = new Set(promised.flat());

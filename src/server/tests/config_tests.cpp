@@ -109,6 +109,21 @@ TEST(config, event_log_options) {
   EXPECT_EQ(parse_exits({"--retention", "soon"}).code, 2);
 }
 
+TEST(config, routing_options) {
+  const config defaults = parse_ok({"--data", "/tmp/h1"});
+  EXPECT_TRUE(defaults.routing_file.empty());
+  EXPECT_FALSE(defaults.routing_test_batching);
+  const config cfg = parse_ok({"--data", "/tmp/h1", "--routing", "/etc/hubd/routing.json", "--routing-test-batching"});
+  EXPECT_EQ(cfg.routing_file, fs::path("/etc/hubd/routing.json"));
+  EXPECT_TRUE(cfg.routing_test_batching);
+  // A key of the config file too.
+  const fs::path file = fs::path(::testing::TempDir()) / "hubd-routing-test.toml";
+  std::ofstream(file) << "routing = \"/srv/routing.json\"\n";
+  const config from_file = parse_ok({"--data", "/tmp/h2", "--config", file.string()});
+  fs::remove(file);
+  EXPECT_EQ(from_file.routing_file, fs::path("/srv/routing.json"));
+}
+
 TEST(config, c2d_options) {
   const config defaults = parse_ok({"--data", "/tmp/h1"});
   EXPECT_EQ(defaults.c2d_ttl, std::chrono::hours(1));
