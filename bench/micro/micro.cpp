@@ -8,7 +8,9 @@
 #include "base/json.hpp"
 #include "domain/auth/sas.hpp"
 #include "domain/query/query.hpp"
+#include "domain/routing/service.hpp"
 #include "domain/telemetry/message.hpp"
+#include "domain/telemetry/service.hpp"
 #include "heads/mqtt/topics.hpp"
 #include "storage/event_log.hpp"
 
@@ -317,6 +319,101 @@ void event_log_append_sync(benchmark::State& state) {
   if (state.thread_index() == 0) close_log();
 }
 BENCHMARK(event_log_append_sync)->UseRealTime()->Threads(1)->Threads(4)->Threads(8)->MinTime(2.0);
+
+// --- Routing on the hot path -------------------------------------------------------------------
+// telemetry::service::send into a no-sync log, 64 in flight: without a router (what hubd did
+// before routing), through routing::service with the default configuration (no routes: the
+// pass-through), and with 10 routes (property and $body conditions, one match per message).
+
+constexpr std::string_view ten_routes = R"j({
+  "endpoints": {"eventHubs": [{"name": "e1"}, {"name": "e2"}]},
+  "routes": [
+    {"name": "r0", "source": "DeviceMessages", "condition": "level = 'critical'", "endpointNames": ["e1"]},
+    {"name": "r1", "source": "DeviceMessages", "condition": "$body.temperature > 100", "endpointNames": ["e1"]},
+    {"name": "r2", "source": "DeviceMessages", "condition": "STARTS_WITH($connectionDeviceId, 'plant-')", "endpointNames": ["e2"]},
+    {"name": "r3", "source": "DeviceMessages", "condition": "zone IN ['a', 'b', 'c']", "endpointNames": ["e2"]},
+    {"name": "r4", "source": "DeviceMessages", "condition": "as_number(severity) >= 4", "endpointNames": ["e1"]},
+    {"name": "r5", "source": "DeviceMessages", "condition": "$contentType = 'text/plain'", "endpointNames": ["e2"]},
+    {"name": "r6", "source": "DeviceMessages", "condition": "$body.status = 'failed'", "endpointNames": ["e1"]},
+    {"name": "r7", "source": "DeviceMessages", "condition": "NOT is_defined(prop2) AND kind = 'x'", "endpointNames": ["e2"]},
+    {"name": "r8", "source": "DeviceMessages", "condition": "$messageId = 'never'", "endpointNames": ["e1"]},
+    {"name": "r9", "source": "DeviceMessages", "condition": "site = 'plant 7'", "endpointNames": ["events"]}
+  ]
+})j";
+
+struct routed_fixture {
+  std::filesystem::path dir;
+  std::vector<std::unique_ptr<hub::storage::event_log>> logs;
+  std::unique_ptr<hub::telemetry::service> telemetry;
+  std::unique_ptr<hub::routing::service> routing;
+};
+
+enum class routed_mode { direct, default_config, ten_routes };
+
+void telemetry_send(benchmark::State& state, routed_mode mode) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "hubd-micro-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) {
+    state.SkipWithError("mkdtemp failed");
+    return;
+  }
+  hub::system_clock clk;
+  routed_fixture f{tmpl, {}, nullptr, nullptr};
+  for (const char* name : {"events", "e1", "e2"}) {
+    hub::storage::log_options o;
+    o.dir = (f.dir / name).string();
+    o.sync = false;
+    f.logs.push_back(std::move(hub::storage::event_log::open(o).value()));
+  }
+  f.telemetry = std::make_unique<hub::telemetry::service>(*f.logs[0]);
+  if (mode != routed_mode::direct) {
+    f.routing = std::make_unique<hub::routing::service>(clk, *f.logs[0], hub::routing::options{"myhub"},
+                                                        hub::routing::twin_source{});
+    if (mode == routed_mode::ten_routes) {
+      auto t = hub::routing::table::compile(hub::routing::parse(ten_routes).value());
+      (void)f.routing->install(std::move(t.value()), {f.logs[0].get(), f.logs[1].get(), f.logs[2].get()});
+    }
+    f.telemetry->set_router(f.routing.get());
+  }
+  auto m = sample_message();  // site = 'plant 7': r9 takes it to events
+  m.content_type = "application/json";
+  m.content_encoding = "utf-8";
+  m.body = R"({"temperature": 21.5, "status": "ok", "pad": ")" + std::string(200, 'x') + R"("})";
+  std::counting_semaphore<> slots(64);
+  std::atomic<std::int64_t> failed{0};
+  for (auto _ : state) {
+    slots.acquire();
+    f.telemetry->send(m, [&](hub::result<hub::storage::log_position> r) {
+      if (!r) failed.fetch_add(1, std::memory_order_relaxed);
+      slots.release();
+    });
+  }
+  for (int i = 0; i < 64; ++i) slots.acquire();
+  if (failed.load() != 0) state.SkipWithError("send failed");
+  state.SetItemsProcessed(state.iterations());
+  if (f.routing) f.routing->stop();
+  for (auto& l : f.logs) l->close();
+  std::error_code ec;
+  std::filesystem::remove_all(f.dir, ec);
+}
+BENCHMARK_CAPTURE(telemetry_send, direct, routed_mode::direct)->UseRealTime();
+BENCHMARK_CAPTURE(telemetry_send, routed_no_routes, routed_mode::default_config)->UseRealTime();
+BENCHMARK_CAPTURE(telemetry_send, routed_10_routes, routed_mode::ten_routes)->UseRealTime();
+
+// The evaluation alone: one message against 10 compiled routes (the $body parsed once).
+void routing_select_10_routes(benchmark::State& state) {
+  auto t = hub::routing::table::compile(hub::routing::parse(ten_routes).value()).value();
+  auto m = sample_message();
+  m.content_type = "application/json";
+  m.content_encoding = "utf-8";
+  m.body = R"({"temperature": 21.5, "status": "ok"})";
+  for (auto _ : state) {
+    hub::routing::message_view v(m, "2024-05-01T10:00:00.0000000Z", nullptr);
+    auto s = t->select(hub::routing::source::device_messages, v);
+    benchmark::DoNotOptimize(s);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(routing_select_10_routes);
 
 }  // namespace
 
