@@ -61,6 +61,7 @@ routing_endpoints open_routing(const config& cfg, const data_layout& layout, con
   if (!cfg.routing_file.empty()) {
     const std::string text = read_file(cfg.routing_file);
     routing::limits lim;
+    lim.avro = routing::avro_supported();
     if (cfg.routing_test_batching) {
       lim.min_batch_frequency_seconds = 1;
       lim.min_chunk_bytes = 1024;

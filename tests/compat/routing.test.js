@@ -29,6 +29,8 @@ const routing = {
     storageContainers: [{
       name: 'archive', containerName: 'cold', fileNameFormat: '{iothub}/{partition}/{YYYY}/{MM}/{DD}/{HH}/{mm}',
       batchFrequencyInSeconds: 1, maxChunkSizeInBytes: 10485760, encoding: 'JSON',
+    }, {
+      name: 'archive-avro', batchFrequencyInSeconds: 1,  // no encoding: IoT Hub's default, Avro
     }],
   },
   routes: [
@@ -36,6 +38,7 @@ const routing = {
     { name: 'by-body', source: 'DeviceMessages', condition: '$body.temperature > 50', endpointNames: ['alerts'], isEnabled: true },
     { name: 'disabled', source: 'DeviceMessages', condition: 'true', endpointNames: ['alerts'], isEnabled: false },
     { name: 'to-storage', source: 'DeviceMessages', condition: "archive = 'yes'", endpointNames: ['archive'], isEnabled: true },
+    { name: 'to-avro', source: 'DeviceMessages', condition: "archive = 'avro'", endpointNames: ['archive-avro'], isEnabled: true },
     { name: 'twins', source: 'TwinChangeEvents', condition: 'true', endpointNames: ['twin-events'], isEnabled: true },
     { name: 'connections', source: 'DeviceConnectionStateEvents', endpointNames: ['connection-events'], isEnabled: true },
     { name: 'lifecycle', source: 'DeviceLifecycleEvents', condition: "opType = 'createDeviceIdentity' OR opType = 'deleteDeviceIdentity'",
@@ -181,6 +184,30 @@ describe('message routing', () => {
     assert.equal(sys.enqueuedTime, record.EnqueuedTimeUtc);
     assert.deepEqual(JSON.parse(sys.connectionAuthMethod), { scope: 'device', type: 'sas', issuer: 'iothub', acceptingIpFilterRule: null });
     assert.equal(lines.get(text).record.Body, Buffer.from('plain text').toString('base64'), 'not JSON: base64');
+  });
+
+  it('a storage endpoint without an encoding writes Avro files (IoT Hub\'s default)', { timeout: 60_000 }, async () => {
+    const id = await send({ temperature: 22 }, { archive: 'avro' });
+    const root = path.join(hub.dataDir, 'storage', 'archive-avro');
+    const deadline = Date.now() + 30_000;
+    let found = null;
+    while (Date.now() < deadline && !found) {
+      await new Promise((r) => setTimeout(r, 250));
+      if (!fs.existsSync(root)) continue;
+      for (const f of fs.readdirSync(root, { recursive: true })) {
+        const full = path.join(root, f);
+        if (!fs.statSync(full).isFile()) continue;
+        const bytes = fs.readFileSync(full);
+        if (bytes.includes(id)) found = { f, bytes };
+      }
+    }
+    assert.ok(found, `an Avro file holding ${id} under ${root}`);
+    assert.match(found.f, /\.avro$/);
+    assert.deepEqual([...found.bytes.subarray(0, 4)], [0x4f, 0x62, 0x6a, 0x01], 'Avro object container magic');
+    const text = found.bytes.toString('latin1');
+    assert.ok(text.includes('"namespace":"Microsoft.Azure.Devices"'), 'IoT Hub\'s record schema');
+    assert.ok(text.includes('{"temperature":22}'), 'the body as bytes (codec null)');
+    assert.ok(text.includes(device.deviceId));
   });
 
   it('twin changes arrive at the endpoint of the TwinChangeEvents route', { timeout: 60_000 }, async () => {

@@ -59,11 +59,6 @@ result<std::vector<std::string>> names_member(const bj::object& o, std::string_v
   return out;
 }
 
-const bj::array* array_member(const bj::object& o, std::string_view key) {
-  const bj::value* v = o.if_contains(key);
-  return v && v->is_array() ? &v->get_array() : nullptr;
-}
-
 bool reserved_endpoint_name(std::string_view n) {
   return text::iequals(n, "events") || text::iequals(n, "fileNotifications") || text::iequals(n, "$default");
 }

@@ -10,7 +10,9 @@
 // A partition's batch is written once its oldest record has waited batchFrequencyInSeconds, or
 // earlier when it reaches maxChunkSizeInBytes; a batch larger than a chunk is split. Files are
 // named by the endpoint's fileNameFormat ({iothub} {partition} {YYYY} {MM} {DD} {HH} {mm}, from
-// the first record's enqueued time, UTC) plus ".json"; a name already taken (a second batch in
+// the first record's enqueued time, UTC) plus ".json" (".avro" for Avro: IoT Hub's record
+// Microsoft.Azure.Devices.Message {EnqueuedTimeUtc: string, Properties: map<string>,
+// SystemProperties: map<string>, Body: bytes|null}, codec null or deflate); a name already taken (a second batch in
 // the same minute) gets "_1", "_2", ... before the extension. Each file is written to a temporary
 // name, synced and renamed; then the partition's checkpoint (the next sequence number, in
 // checkpoint.json beside the staging log) advances. A crash between the two writes the batch
@@ -21,6 +23,7 @@
 #include "base/clock.hpp"
 #include "base/error.hpp"
 #include "domain/routing/config.hpp"
+#include "domain/telemetry/message.hpp"
 #include "storage/event_log.hpp"
 
 #include <filesystem>
@@ -37,13 +40,19 @@ struct file_writer_options {
   std::filesystem::path checkpoint_file;  // where the next sequence of each partition is kept
 };
 
+// Whether this build writes Avro storage files (libavro, Debian's libavro-dev).
+bool avro_supported() noexcept;
+
 // One stored message as a line of a JSON-encoded storage file (no newline); nullopt when the
 // record does not decode.
 std::optional<std::string> storage_json_line(const storage::log_record& record);
+std::string storage_json_line(const telemetry::message& m, std::int64_t enqueued_ms);
 
 // fileNameFormat with its tokens replaced (no extension).
 std::string expand_file_name(const std::string& format, std::string_view hub_name, std::uint32_t partition,
                              std::int64_t enqueued_ms);
+
+class file_batch;
 
 class file_writer {
  public:
@@ -61,7 +70,7 @@ class file_writer {
  private:
   file_writer(storage::event_log& log, file_writer_options opt, const clock& clk);
   result<std::size_t> write_partition(std::uint32_t partition, bool force);
-  result<void> write_file(std::uint32_t partition, std::int64_t first_enqueued_ms, const std::string& content);
+  result<void> write_file(std::uint32_t partition, const file_batch& b);
   result<void> save_checkpoint();
 
   storage::event_log& log_;

@@ -284,6 +284,15 @@ TEST(routing_config, iot_hubs_limits) {
           .has_value());
 }
 
+TEST(routing_config, avro_is_iot_hubs_default_when_this_build_writes_it) {
+  limits lim;
+  lim.avro = true;
+  EXPECT_EQ(parse_ok(R"j({"endpoints":{"storageContainers":[{"name":"s"}]}})j", lim).storage[0].encoding, file_encoding::avro);
+  EXPECT_EQ(parse_ok(R"j({"endpoints":{"storageContainers":[{"name":"s","encoding":"avroDeflate"}]}})j", lim).storage[0].encoding,
+            file_encoding::avro_deflate);
+  EXPECT_EQ(parse_ok(R"j({"endpoints":{"storageContainers":[{"name":"s"}]}})j").storage[0].encoding, file_encoding::json);
+}
+
 TEST(routing_table, a_bad_condition_names_the_route_and_the_position) {
   auto t = table::compile(parse_ok(R"j({"routes":[
       {"name":"fine","source":"DeviceMessages","condition":"a = 'b'","endpointNames":["events"]},
@@ -902,3 +911,76 @@ TEST(routing_files, batches_wait_for_their_frequency_split_at_the_chunk_size_and
   }
   EXPECT_EQ(total, 10u);
 }
+
+#ifdef HUB_HAVE_AVRO
+#include <avro.h>
+
+TEST(routing_files, avro_files_hold_iot_hubs_record) {
+  ASSERT_TRUE(avro_supported());
+  for (const file_encoding enc : {file_encoding::avro, file_encoding::avro_deflate}) {
+    temp_dir dir;
+    auto staging = open_log(dir.path / "staging", 1);
+    manual_clock clk(std::chrono::system_clock::now());
+    file_writer_options opt;
+    opt.endpoint.name = "archive";
+    opt.endpoint.encoding = enc;
+    opt.hub_name = "myhub";
+    opt.dir = dir.path / "files";
+    opt.checkpoint_file = dir.path / "staging" / "checkpoint.json";
+    auto w = file_writer::open(*staging, opt, clk);
+    ASSERT_TRUE(w.has_value());
+    for (int i = 0; i < 3; ++i) {
+      telemetry::message m = json_message(fmt::format(R"({{"i":{}}})", i));
+      m.message_id = "m" + std::to_string(i);
+      m.properties = {{"alert", std::string("high")}, {"n", std::int64_t{i}}};
+      append_sync(*staging, 0, m);
+    }
+    ASSERT_EQ(*(*w)->flush(), 1u);
+    const auto files = files_under(opt.dir);
+    ASSERT_EQ(files.size(), 1u);
+    EXPECT_EQ(files[0].extension(), ".avro");
+    avro_file_reader_t reader = nullptr;
+    ASSERT_EQ(avro_file_reader((opt.dir / files[0]).c_str(), &reader), 0) << avro_strerror();
+    avro_schema_t schema = avro_file_reader_get_writer_schema(reader);
+    EXPECT_STREQ(avro_schema_name(schema), "Message");
+    avro_value_iface_t* iface = avro_generic_class_from_schema(schema);
+    avro_value_t rec;
+    avro_generic_value_new(iface, &rec);
+    int n = 0;
+    while (avro_file_reader_read_value(reader, &rec) == 0) {
+      avro_value_t field, branch, item;
+      const char* text = nullptr;
+      size_t size = 0;
+      ASSERT_EQ(avro_value_get_by_name(&rec, "EnqueuedTimeUtc", &field, nullptr), 0);
+      avro_value_get_string(&field, &text, &size);
+      EXPECT_EQ(std::string(text).size(), 28u) << text;  // 2024-05-01T10:00:00.1230000Z
+      ASSERT_EQ(avro_value_get_by_name(&rec, "Properties", &field, nullptr), 0);
+      ASSERT_EQ(avro_value_get_by_name(&field, "n", &item, nullptr), 0);
+      avro_value_get_string(&item, &text, &size);
+      EXPECT_EQ(std::string(text), std::to_string(n));
+      ASSERT_EQ(avro_value_get_by_name(&rec, "SystemProperties", &field, nullptr), 0);
+      ASSERT_EQ(avro_value_get_by_name(&field, "messageId", &item, nullptr), 0);
+      avro_value_get_string(&item, &text, &size);
+      EXPECT_EQ(std::string(text), "m" + std::to_string(n));
+      ASSERT_EQ(avro_value_get_by_name(&field, "connectionDeviceId", &item, nullptr), 0);
+      avro_value_get_string(&item, &text, &size);
+      EXPECT_EQ(std::string(text), "dev1");
+      ASSERT_EQ(avro_value_get_by_name(&rec, "Body", &field, nullptr), 0);
+      int disc = -1;
+      avro_value_get_discriminant(&field, &disc);
+      EXPECT_EQ(disc, 1);
+      ASSERT_EQ(avro_value_get_current_branch(&field, &branch), 0);
+      const void* bytes = nullptr;
+      avro_value_get_bytes(&branch, &bytes, &size);
+      EXPECT_EQ(std::string(static_cast<const char*>(bytes), size), fmt::format(R"({{"i":{}}})", n));
+      avro_value_reset(&rec);
+      ++n;
+    }
+    EXPECT_EQ(n, 3);
+    avro_value_decref(&rec);
+    avro_value_iface_decref(iface);
+    avro_schema_decref(schema);
+    avro_file_reader_close(reader);
+  }
+}
+#endif
