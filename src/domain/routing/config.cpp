@@ -355,16 +355,18 @@ result<config> parse(std::string_view json_text, const limits& lim) {
   return parse(v, lim);
 }
 
+bj::value to_json(const route& r) {
+  bj::object o;
+  o["name"] = r.name;
+  o["source"] = to_string(r.from);
+  o["condition"] = r.condition.empty() ? "true" : r.condition;
+  o["endpointNames"] = bj::array{bj::value(r.endpoint)};
+  o["isEnabled"] = r.enabled;
+  return o;
+}
+
 bj::value to_json(const config& c) {
-  const auto route_json = [](const route& r) {
-    bj::object o;
-    o["name"] = r.name;
-    o["source"] = to_string(r.from);
-    o["condition"] = r.condition.empty() ? "true" : r.condition;
-    o["endpointNames"] = bj::array{bj::value(r.endpoint)};
-    o["isEnabled"] = r.enabled;
-    return o;
-  };
+  const auto route_json = [](const route& r) { return to_json(r); };
   bj::object root;
   bj::object endpoints;
   bj::array hubs;

@@ -101,6 +101,7 @@ result<config> parse(std::string_view json_text, const limits& lim = {});
 
 // The ARM shape back (for the admin API and `hubctl route list`).
 bj::value to_json(const config& c);
+bj::value to_json(const route& r);
 
 // IoT Hub's rule for route, endpoint and enrichment-key names: 1..64 of A-Z a-z 0-9 . _ -.
 bool valid_name(std::string_view name) noexcept;

@@ -1,6 +1,11 @@
 #include "domain/routing/service.hpp"
 
+#include "base/json.hpp"
 #include "base/log.hpp"
+#include "base/text.hpp"
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
 
 #include <fmt/format.h>
 
@@ -248,6 +253,119 @@ selection service::test(source s, const telemetry::message& m) const {
   const state* st = current_.load(std::memory_order_acquire);
   message_view view(m, to_iso8601(clock_.now()), &twins_);
   return st->routes->select(s, view, /*explain=*/true);
+}
+
+// --- the admin API ---------------------------------------------------------------------------
+
+bj::value service::configuration() const { return to_json(current().configuration()); }
+
+result<void> service::reconfigure(const bj::value& arm_routing) {
+  auto c = parse(arm_routing, options_.lim);
+  if (!c) return c.error();
+  std::scoped_lock lock(reconfigure_mutex_);
+  const state* st = current_.load(std::memory_order_acquire);
+  const bj::value running = to_json(st->routes->configuration()).at("endpoints");
+  if (json::serialize(running) != json::serialize(to_json(*c).at("endpoints"))) {
+    return make_error(errc::argument_invalid,
+                      "endpoints cannot change while hubd runs (their logs open at start): change routes, "
+                      "fallbackRoute and enrichments here, endpoints in the routing file and restart hubd");
+  }
+  auto t = table::compile(*c);
+  if (!t) return t.error();
+  if (persist_) {
+    if (auto saved = persist_(to_json(*c)); !saved) return saved.error();
+  }
+  if (auto installed = install(std::move(*t), st->logs); !installed) return installed;
+  hub::log::get("routing")->info("routing replaced: {} routes, fallback {}, {} enrichments", c->routes.size(),
+                                 c->fallback.enabled ? "on" : "off", c->enrichments.size());
+  return {};
+}
+
+namespace {
+
+std::string text_of(const bj::value& v) {
+  if (v.is_string()) return std::string(v.get_string());
+  return json::serialize(v);
+}
+
+error invalid_test(std::string message) { return make_error(errc::argument_invalid, std::move(message)); }
+
+}  // namespace
+
+result<bj::value> service::test_all(const bj::value& input) const {
+  if (!input.is_object()) return invalid_test("the test input must be a JSON object");
+  const bj::object& in = input.get_object();
+  source s = source::device_messages;
+  if (const bj::value* src = in.if_contains("routingSource"); src && !src->is_null()) {
+    const auto parsed = src->is_string() ? source_from_string(src->get_string()) : std::nullopt;
+    if (!parsed) return invalid_test("routingSource must be DeviceMessages, TwinChangeEvents, DeviceLifecycleEvents or "
+                                     "DeviceConnectionStateEvents");
+    s = *parsed;
+  }
+  telemetry::message m;
+  if (const bj::value* msg = in.if_contains("message"); msg && !msg->is_null()) {
+    if (!msg->is_object()) return invalid_test("message must be an object");
+    const bj::object& mo = msg->get_object();
+    if (const bj::value* body = mo.if_contains("body"); body && !body->is_null()) m.body = text_of(*body);
+    if (const bj::value* app = mo.if_contains("appProperties"); app && !app->is_null()) {
+      if (!app->is_object()) return invalid_test("message.appProperties must be an object");
+      for (const auto& [k, v] : app->get_object()) m.properties.emplace_back(std::string(k), text_of(v));
+    }
+    if (const bj::value* sys = mo.if_contains("systemProperties"); sys && !sys->is_null()) {
+      if (!sys->is_object()) return invalid_test("message.systemProperties must be an object");
+      for (const auto& [key, v] : sys->get_object()) {
+        std::string_view k = key;
+        if (k.starts_with('$')) k.remove_prefix(1);
+        std::string value = text_of(v);
+        if (text::iequals(k, "contentType")) {
+          m.content_type = value;
+        } else if (text::iequals(k, "contentEncoding")) {
+          m.content_encoding = value;
+        } else if (text::iequals(k, "connectionDeviceId")) {
+          m.device_id = value;
+        } else if (text::iequals(k, "connectionModuleId")) {
+          m.module_id = value;
+        } else if (text::iequals(k, "messageId")) {
+          m.message_id = value;
+        } else if (text::iequals(k, "correlationId")) {
+          m.correlation_id = value;
+        } else if (text::iequals(k, "userId")) {
+          m.user_id = value;
+        } else if (text::iequals(k, "dt-dataschema")) {
+          m.model_id = value;
+        } else if (text::iequals(k, "dt-subject")) {
+          m.component = value;
+        } else {
+          return invalid_test(fmt::format("message.systemProperties: '{}' is not a system property routing reads",
+                                          std::string_view(key)));
+        }
+      }
+    }
+  }
+  // The twin given with the test; without one, the identity's own (when it names one).
+  std::optional<bj::object> given;
+  if (const bj::value* twin = in.if_contains("twin"); twin && !twin->is_null()) {
+    if (!twin->is_object()) return invalid_test("twin must be an object");
+    given = twin->get_object();
+  }
+  const twin_source from_input = [&given](std::string_view, std::string_view) { return given; };
+  const twin_source* twins = given ? &from_input : (m.device_id.empty() ? nullptr : &twins_);
+
+  const state* st = current_.load(std::memory_order_acquire);
+  const table& t = *st->routes;
+  message_view view(m, to_iso8601(clock_.now()), twins);
+  const selection sel = t.select(s, view, /*explain=*/true);
+  bj::array routes;
+  for (const std::string& name : sel.matched_routes) {
+    for (const routing::route& r : t.configuration().routes) {
+      if (r.name == name) routes.push_back(bj::object{{"properties", to_json(r)}});
+    }
+  }
+  bj::array endpoints;
+  for (std::size_t i = 0; i < t.endpoint_names().size(); ++i) {
+    if (sel.endpoints & (endpoint_set{1} << i)) endpoints.emplace_back(t.endpoint_names()[i]);
+  }
+  return bj::value(bj::object{{"routes", std::move(routes)}, {"endpoints", std::move(endpoints)}, {"fallback", sel.fallback}});
 }
 
 }  // namespace hub::routing

@@ -48,6 +48,7 @@ struct options {
   std::size_t max_message_bytes = 256 * 1024;  // an enriched message past this is dropped for its endpoint
   std::size_t max_queued = 65536;              // work waiting for the routing thread
   std::chrono::seconds orphan_log_interval{5};
+  limits lim;                                  // what reconfigure() accepts
 };
 
 class service final : public telemetry::router {
@@ -87,6 +88,22 @@ class service final : public telemetry::router {
   // the caller's thread.
   selection test(source s, const telemetry::message& m) const;
 
+  // --- the admin API (hubd's REST /routing, hubctl route) ---
+  // The running configuration in IoT Hub's ARM routing shape.
+  bj::value configuration() const;
+  // Replaces the routes, the fallback route and the enrichments with those of `arm_routing`
+  // (the same shape), checked as at start. The endpoints must stay as they are (their logs are
+  // opened at start): ArgumentInvalid otherwise, as for any rule broken. The persist hook (when
+  // set) writes the new configuration first; its failure leaves the running one in place.
+  result<void> reconfigure(const bj::value& arm_routing);
+  using persist_fn = std::function<result<void>(const bj::value& arm_routing)>;
+  void set_persist(persist_fn fn) { persist_ = std::move(fn); }
+  // ARM's "test all routes": {"routingSource": "DeviceMessages", "message": {"body": "...",
+  // "appProperties": {...}, "systemProperties": {"contentType": ..., ...}}, "twin": {"tags":
+  // {...}, "properties": {"desired": {...}, "reported": {...}}}} -> {"routes": [{"properties":
+  // {route}}], plus hubd's "endpoints" (the endpoints it would reach) and "fallback"}.
+  result<bj::value> test_all(const bj::value& input) const;
+
   // Finishes the queued work and stops the routing thread; later events are dropped and later
   // twin-reading messages fail with ServiceUnavailable. Call before the logs close.
   void stop();
@@ -112,6 +129,8 @@ class service final : public telemetry::router {
   twin_source twins_;
   sequence_numbers sequences_;
 
+  persist_fn persist_;
+  std::mutex reconfigure_mutex_;
   std::atomic<const state*> current_{nullptr};
   std::mutex states_mutex_;
   std::vector<std::unique_ptr<state>> states_;  // every table installed, kept for messages in flight

@@ -678,6 +678,88 @@ TEST(routing_service, an_enriched_message_past_256_kb_is_dropped_for_that_endpoi
   EXPECT_EQ(svc.dropped(), 1u);
 }
 
+TEST(routing_service, reconfigure_replaces_routes_but_not_endpoints_and_persists_first) {
+  hub_logs logs;
+  manual_clock clk;
+  routing::service svc(clk, *logs.events, options{"myhub"}, {});
+  ASSERT_TRUE(svc.install(*table::compile(parse_ok(two_hubs)), logs.all()).has_value());
+  std::vector<std::string> saved;
+  bool fail_save = false;
+  svc.set_persist([&](const bj::value& v) -> result<void> {
+    if (fail_save) return make_error(errc::server_error, "disk full");
+    saved.push_back(json::serialize(v));
+    return {};
+  });
+  bj::value next = svc.configuration();
+  EXPECT_EQ(next.at("routes").as_array().size(), 4u);
+  next.at("routes").as_array().clear();
+  next.at("routes").as_array().push_back(parse_json(
+      R"j({"name":"all-cold","source":"DeviceMessages","condition":"true","endpointNames":["cold"],"isEnabled":true})j"));
+  ASSERT_TRUE(svc.reconfigure(next).has_value());
+  ASSERT_EQ(saved.size(), 1u);
+  EXPECT_NE(saved[0].find("all-cold"), std::string::npos);
+  ASSERT_TRUE(send(svc, json_message(R"({"temperature":35})")).has_value());
+  EXPECT_EQ(all_messages(*logs.cold).size(), 1u);
+  EXPECT_EQ(all_messages(*logs.hot).size(), 0u);
+  EXPECT_EQ(svc.configuration().at("routes").as_array().size(), 1u);
+
+  // Endpoints are fixed while running; broken rules and conditions are refused; nothing changes.
+  bj::value more = svc.configuration();
+  more.at("endpoints").at("eventHubs").as_array().push_back(bj::object{{"name", "new"}});
+  auto r = svc.reconfigure(more);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message.find("endpoints cannot change"), std::string::npos);
+  bj::value bad = svc.configuration();
+  bad.at("routes").as_array()[0].as_object()["condition"] = "a = ";
+  r = svc.reconfigure(bad);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message.find("route 'all-cold': condition: Line 1:5"), std::string::npos) << r.error().message;
+  fail_save = true;
+  bj::value off = svc.configuration();
+  off.at("routes").as_array()[0].as_object()["isEnabled"] = false;
+  r = svc.reconfigure(off);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().message, "disk full");
+  EXPECT_TRUE(svc.configuration().at("routes").as_array()[0].at("isEnabled").as_bool());
+  EXPECT_EQ(saved.size(), 1u);
+}
+
+TEST(routing_service, test_all_evaluates_a_sample_without_delivering_it) {
+  hub_logs logs;
+  manual_clock clk;
+  routing::service svc(clk, *logs.events, options{"myhub"}, {});
+  ASSERT_TRUE(svc.install(*table::compile(parse_ok(R"j({"endpoints":{"eventHubs":[{"name":"hot"},{"name":"cold"}]},
+      "routes":[
+        {"name":"by-prop","source":"DeviceMessages","condition":"level = 'critical'","endpointNames":["hot"]},
+        {"name":"by-body","source":"DeviceMessages","condition":"$body.t > 50","endpointNames":["hot"]},
+        {"name":"by-twin","source":"DeviceMessages","condition":"$twin.tags.site = 'berlin'","endpointNames":["cold"]},
+        {"name":"twin-changes","source":"TwinChangeEvents","condition":"$body.version > 1","endpointNames":["cold"]}]})j")),
+                          logs.all())
+                  .has_value());
+  auto r = svc.test_all(parse_json(R"j({"routingSource":"DeviceMessages",
+      "message":{"body":"{\"t\":70}","appProperties":{"level":"critical"},
+                 "systemProperties":{"contentType":"application/json","$contentEncoding":"utf-8","connectionDeviceId":"d1"}},
+      "twin":{"tags":{"site":"berlin"}}})j"));
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_EQ(r->at("routes").as_array().size(), 3u);
+  EXPECT_EQ(r->at("routes").at(0).at("properties").at("name").as_string(), "by-prop");
+  EXPECT_EQ(json::serialize(r->at("endpoints")), R"(["hot","cold"])");
+  EXPECT_FALSE(r->at("fallback").as_bool());
+  r = svc.test_all(parse_json(R"j({"message":{"body":"{}"}})j"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->at("routes").as_array().size(), 0u);
+  EXPECT_EQ(json::serialize(r->at("endpoints")), R"(["events"])");
+  EXPECT_TRUE(r->at("fallback").as_bool());
+  r = svc.test_all(parse_json(R"j({"routingSource":"TwinChangeEvents","message":{"body":{"version":2},
+      "systemProperties":{"contentType":"application/json","contentEncoding":"utf-8"}}})j"));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(json::serialize(r->at("endpoints")), R"(["cold"])");
+  EXPECT_FALSE(svc.test_all(parse_json(R"j({"routingSource":"Nope"})j")).has_value());
+  EXPECT_FALSE(svc.test_all(parse_json(R"j({"message":{"systemProperties":{"iothub-x":"1"}}})j")).has_value());
+  // Nothing was delivered.
+  EXPECT_EQ(all_messages(*logs.hot).size() + all_messages(*logs.cold).size() + all_messages(*logs.events).size(), 0u);
+}
+
 // --- system events --------------------------------------------------------------------------------
 
 TEST(routing_events, system_events_have_iot_hubs_properties_and_bodies) {
