@@ -33,6 +33,9 @@ class service;
 namespace hub::methods {
 class service;
 }
+namespace hub::routing {
+class service;
+}
 
 namespace hub::http {
 
@@ -66,6 +69,7 @@ struct services {
   c2d::service* c2d = nullptr;              // C2D receive, settlement and purge; null: 503
   twins::service* twins = nullptr;          // /twins/{id}[/modules/{mid}]; null: 503
   methods::service* methods = nullptr;      // /twins/.../methods; null: 503
+  routing::service* routing = nullptr;      // /routing (hubd's admin API); null: 503
 };
 
 // Thread safety: route() and route_async() may be called from any thread, concurrently; the

@@ -73,6 +73,8 @@ std::span<const route> certificate_routes();
 std::span<const route> device_routes();
 // Device and module twins (get, update, replace) and direct methods (service.md §3.3, §4).
 std::span<const route> twin_routes();
+// hubd's routing admin API: GET/PUT /routing, POST /routing/test.
+std::span<const route> routing_routes();
 
 // If-Match as the SDKs send it: quoted ("*", "<etag>"), possibly weak (W/"..."), or bare; the
 // value without quotes, nullopt when absent. Present but empty ("" from the SDK quoting an empty
