@@ -433,6 +433,82 @@ int cmd_ca_delete(const global_options& g, const std::string& name) {
   return 0;
 }
 
+// ---- message routing (hubd's /routing admin API) ----------------------------------------------
+
+int cmd_route_list(const global_options& g) {
+  rest_api api(g);
+  print_json(api.call_json("GET", "/routing"));
+  return 0;
+}
+
+int cmd_route_set(const global_options& g, const std::string& file) {
+  const std::string text = server::read_file(file);
+  auto parsed = json::parse(text, json::parse_limits{64, 16 * 1024 * 1024});
+  if (!parsed) throw cli_error(fmt::format("{} is not JSON: {}", file, parsed.error().message));
+  rest_api api(g);
+  print_json(api.call_json("PUT", "/routing", json::serialize(*parsed)));
+  return 0;
+}
+
+struct route_test_options {
+  std::string source = "DeviceMessages";
+  std::string body;
+  std::string json_body;
+  std::vector<std::string> properties;  // name=value
+  std::vector<std::string> system;      // name=value
+  std::string twin;                     // a JSON object, or @FILE
+  bool json = false;
+};
+
+bj::object pairs_of(const std::vector<std::string>& items, std::string_view what) {
+  bj::object out;
+  for (const std::string& item : items) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) throw cli_error(fmt::format("{} '{}' is not name=value", what, item));
+    out[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return out;
+}
+
+int cmd_route_test(const global_options& g, const route_test_options& o) {
+  bj::object message;
+  bj::object sys = pairs_of(o.system, "--system");
+  if (!o.json_body.empty()) {
+    message["body"] = o.json_body;
+    if (!sys.contains("contentType")) sys["contentType"] = "application/json";
+    if (!sys.contains("contentEncoding")) sys["contentEncoding"] = "utf-8";
+  } else {
+    message["body"] = o.body;
+  }
+  message["appProperties"] = pairs_of(o.properties, "--property");
+  message["systemProperties"] = std::move(sys);
+  bj::object input{{"routingSource", o.source}, {"message", std::move(message)}};
+  if (!o.twin.empty()) {
+    const std::string text = o.twin.starts_with('@') ? server::read_file(o.twin.substr(1)) : o.twin;
+    auto twin = json::parse(text);
+    if (!twin || !twin->is_object()) throw cli_error("--twin must be a JSON object (or @FILE holding one)");
+    input["twin"] = std::move(*twin);
+  }
+  rest_api api(g);
+  const bj::value result = api.call_json("POST", "/routing/test", json::serialize(input));
+  if (o.json) {
+    print_json(result);
+    return 0;
+  }
+  std::vector<std::string> routes, endpoints;
+  for (const bj::value& r : result.at("routes").as_array()) routes.emplace_back(r.at("properties").at("name").as_string());
+  for (const bj::value& e : result.at("endpoints").as_array()) endpoints.emplace_back(e.as_string());
+  const auto join = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+    return out.empty() ? std::string("(none)") : out;
+  };
+  fmt::print("matched routes: {}\n", join(routes));
+  if (result.at("fallback").as_bool()) fmt::print("fallback route: yes\n");
+  fmt::print("endpoints:      {}\n", endpoints.empty() ? std::string("(none: the message would be orphaned)") : join(endpoints));
+  return 0;
+}
+
 int run(int argc, char** argv) {
   global_options g;
   CLI::App app("hubctl — manage a hubd IoT hub.\n\n"
@@ -557,6 +633,30 @@ int run(int argc, char** argv) {
   auto* dcs = device->add_subcommand("connection-string", "Print a device's connection string (with its primary key)");
   dcs->add_option("id", dcs_id, "Device id")->required();
   dcs->callback([&] { action = [&] { return cmd_device_connection_string(g, dcs_id); }; });
+
+  auto* route = app.add_subcommand("route", "Message routing: show, replace or test the routes (hubd's /routing API)");
+  route->require_subcommand(1);
+  auto* rlist = route->add_subcommand("list", "Print the routing configuration (IoT Hub's ARM routing object) as JSON");
+  rlist->callback([&] { action = [&] { return cmd_route_list(g); }; });
+  std::string rset_file;
+  auto* rset = route->add_subcommand(
+      "set", "Replace the routes, fallback route and enrichments from a JSON file (ARM routing shape); hubd writes\n"
+             "it to its routing file. Endpoints change only with a restart");
+  rset->add_option("file", rset_file, "The routing JSON file")->required()->check(CLI::ExistingFile);
+  rset->callback([&] { action = [&] { return cmd_route_set(g, rset_file); }; });
+  route_test_options rt;
+  auto* rtest = route->add_subcommand("test", "Evaluate a sample message against the routes and print which match (nothing is sent)");
+  rtest->add_option("--source", rt.source, "DeviceMessages, TwinChangeEvents, DeviceLifecycleEvents or DeviceConnectionStateEvents")
+      ->capture_default_str();
+  rtest->add_option("--body", rt.body, "The message body as text");
+  rtest->add_option("--json-body", rt.json_body, "A JSON body (sets contentType application/json and contentEncoding utf-8)");
+  rtest->add_option("--property", rt.properties, "An application property name=value (repeatable)")->type_name("NAME=VALUE");
+  rtest->add_option("--system", rt.system,
+                    "A system property name=value: contentType, contentEncoding, connectionDeviceId, messageId, ... (repeatable)")
+      ->type_name("NAME=VALUE");
+  rtest->add_option("--twin", rt.twin, "The twin $twin conditions read: a JSON object, or @FILE")->type_name("JSON|@FILE");
+  rtest->add_flag("--json", rt.json, "Print the hub's answer as JSON");
+  rtest->callback([&] { action = [&] { return cmd_route_test(g, rt); }; });
 
   add_monitor_command(app, g.data_dir, action);
 

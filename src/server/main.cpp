@@ -188,7 +188,9 @@ int run(const config& cfg) {
   // bulk included); a deleted identity's persistent sessions, C2D queue and twin go too.
   // Message routing: device messages and the hub's events to the endpoints their routes name.
   const std::string hub_name = hub_name_of(id.identity.host_name);
-  routing::service routing(clk, **events, routing::options{hub_name},
+  routing::options routing_opts{hub_name};
+  routing_opts.lim = routing_limits(cfg);
+  routing::service routing(clk, **events, routing_opts,
                            [&twins](std::string_view device_id, std::string_view module_id) -> std::optional<boost::json::object> {
                              auto twin = twins.get({std::string(device_id), std::string(module_id)});
                              return twin ? std::optional<boost::json::object>(std::move(*twin)) : std::nullopt;
@@ -199,6 +201,15 @@ int run(const config& cfg) {
   routing_endpoints endpoints = open_routing(cfg, layout, hub_name, **events, event_watch, clk);
   if (auto installed = routing.install(std::move(endpoints.table), endpoints.table_logs(**events)); !installed)
     throw startup_error("routing: " + installed.error().message);
+  // The admin API's replacements go to the routing file first (DIR/routing.json without --routing).
+  routing.set_persist([file = routing_file(cfg, layout)](const boost::json::value& arm) -> result<void> {
+    try {
+      write_file_atomic(file, json::pretty(arm) + "\n", 0644);
+      return {};
+    } catch (const std::exception& e) {
+      return make_error(errc::server_error, e.what());
+    }
+  });
   twins.set_change_listener([&routing](const twins::twin_change& c) {
     routing.twin_changed(c.who.device_id, c.who.module_id, c.operation, c.body, c.at);
   });
@@ -238,7 +249,7 @@ int run(const config& cfg) {
                                  &feedback_watch, &twins, &methods, &endpoints.event_hubs};
   // The REST API: the service side (registry, twins, direct methods...), and the device side
   // (telemetry, C2D over HTTPS).
-  http::router router(http::services{registry, auth, clk, certs, &connections, &telemetry, &c2d, &twins, &methods});
+  http::router router(http::services{registry, auth, clk, certs, &connections, &telemetry, &c2d, &twins, &methods, &routing});
   periodic retention(std::chrono::minutes(1), [&log, &events, &endpoints, &clk] {
     const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clk.now().time_since_epoch()).count();
     std::size_t deleted = (*events)->enforce_retention(now_ms);

@@ -54,30 +54,40 @@ std::vector<storage::event_log*> routing_endpoints::table_logs(storage::event_lo
   return out;
 }
 
+routing::limits routing_limits(const config& cfg) {
+  routing::limits lim;
+  lim.avro = routing::avro_supported();
+  if (cfg.routing_test_batching) {
+    lim.min_batch_frequency_seconds = 1;
+    lim.min_chunk_bytes = 1024;
+  }
+  return lim;
+}
+
+fs::path routing_file(const config& cfg, const data_layout& layout) {
+  return cfg.routing_file.empty() ? layout.dir / "routing.json" : cfg.routing_file;
+}
+
 routing_endpoints open_routing(const config& cfg, const data_layout& layout, const std::string& hub_name,
                                storage::event_log& events, amqp_head::partition_watch& event_watch, const clock& clk) {
   routing_endpoints out;
   out.event_hubs.push_back(amqp_head::event_hub{hub_name, &events, &event_watch});
-  if (!cfg.routing_file.empty()) {
-    const std::string text = read_file(cfg.routing_file);
-    routing::limits lim;
-    lim.avro = routing::avro_supported();
-    if (cfg.routing_test_batching) {
-      lim.min_batch_frequency_seconds = 1;
-      lim.min_chunk_bytes = 1024;
-    }
-    auto parsed = routing::parse(std::string_view(text), lim);
-    if (!parsed) throw startup_error(fmt::format("routing file {}: {}", cfg.routing_file.string(), parsed.error().message));
+  const fs::path file = routing_file(cfg, layout);
+  std::error_code ec;
+  if (!cfg.routing_file.empty() || fs::exists(file, ec)) {
+    const std::string text = read_file(file);
+    auto parsed = routing::parse(std::string_view(text), routing_limits(cfg));
+    if (!parsed) throw startup_error(fmt::format("routing file {}: {}", file.string(), parsed.error().message));
     out.configuration = std::move(*parsed);
   }
   auto table = routing::table::compile(out.configuration);
-  if (!table) throw startup_error(fmt::format("routing file {}: {}", cfg.routing_file.string(), table.error().message));
+  if (!table) throw startup_error(fmt::format("routing file {}: {}", file.string(), table.error().message));
   out.table = std::move(*table);
 
   for (const auto& hub : out.configuration.event_hubs) {
     if (text::iequals(hub.name, hub_name))
       throw startup_error(fmt::format("routing file {}: endpoint '{}': the built-in endpoint's event hub has that name",
-                                      cfg.routing_file.string(), hub.name));
+                                      file.string(), hub.name));
     auto& log = out.logs.emplace_back(open_endpoint_log(cfg, layout.endpoint(hub.name)));
     auto& watch = out.watches.emplace_back(std::make_unique<amqp_head::partition_watch>(*log));
     watch->set_consumer_groups(cfg.consumer_groups);

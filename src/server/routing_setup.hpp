@@ -37,8 +37,14 @@ struct routing_endpoints {
   std::vector<storage::event_log*> table_logs(storage::event_log& events) const;
 };
 
-// Reads the routing file named by cfg.routing_file (none: the default configuration, no
-// custom endpoints). `events` and `event_watch` are the built-in endpoint's.
+// The routing file: --routing FILE, else DIR/routing.json (what the admin API's PUT /routing
+// writes when hubd started without --routing). It may not exist.
+std::filesystem::path routing_file(const config& cfg, const data_layout& layout);
+// IoT Hub's limits, with the test flag's shorter batches and Avro when this build writes it.
+routing::limits routing_limits(const config& cfg);
+
+// Reads the routing file (none: the default configuration, no custom endpoints). `events` and
+// `event_watch` are the built-in endpoint's.
 routing_endpoints open_routing(const config& cfg, const data_layout& layout, const std::string& hub_name,
                                storage::event_log& events, amqp_head::partition_watch& event_watch, const clock& clk);
 

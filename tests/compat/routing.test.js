@@ -20,7 +20,7 @@ const { EventHubConsumerClient, earliestEventPosition } = require('@azure/event-
 const { Registry } = require('azure-iothub');
 const { Message } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
-const { startHub } = require('./lib/hub');
+const { startHub, hubctl } = require('./lib/hub');
 const { createSasDevice, openClient, within } = require('./lib/device');
 
 const routing = {
@@ -102,8 +102,11 @@ describe('message routing', () => {
     return m.messageId;
   }
 
+  let routingFile;
+
   before(async () => {
-    hub = await startHub({ name: 'routing', args: ['--routing', writeRoutingFile(routing), '--routing-test-batching'] });
+    routingFile = writeRoutingFile(routing);
+    hub = await startHub({ name: 'routing', args: ['--routing', routingFile, '--routing-test-batching'] });
     registry = Registry.fromConnectionString(hub.connectionString);
     device = await createSasDevice(hub, registry, `route-dev-${pid}`);
     await registry.updateTwin(device.deviceId, { tags: { site: 'berlin', floor: 3 } }, '*');
@@ -286,6 +289,52 @@ describe('message routing', () => {
     assert.ok(errors.some((e) => e.code === 'MessagingEntityNotFoundError'),
               `not found: ${errors.map((e) => `${e.code}: ${e.message}`)}`);
   });
+
+  it('hubctl route list, test and set (the /routing admin API); a replacement takes effect at once and is saved',
+     { timeout: 90_000 }, async () => {
+       const list = await hubctl(hub, 'route', 'list');
+       assert.equal(list.code, 0, list.stderr);
+       const running = JSON.parse(list.stdout);
+       assert.deepEqual(running.routes.map((r) => r.name), routing.routes.map((r) => r.name));
+       assert.equal(running.endpoints.eventHubs.length, 4);
+
+       let t = await hubctl(hub, 'route', 'test', '--json-body', '{"temperature": 70}', '--system', `connectionDeviceId=${device.deviceId}`);
+       assert.equal(t.code, 0, t.stderr);
+       assert.match(t.stdout, /^matched routes: by-body$/m);
+       assert.match(t.stdout, /^endpoints: +alerts$/m);
+       t = await hubctl(hub, 'route', 'test', '--property', 'level=info');
+       assert.equal(t.code, 0, t.stderr);
+       assert.match(t.stdout, /^matched routes: \(none\)$/m);
+       assert.match(t.stdout, /^fallback route: yes$/m);
+       assert.match(t.stdout, /^endpoints: +events$/m);
+       t = await hubctl(hub, 'route', 'test', '--source', 'TwinChangeEvents', '--json', '--json-body', '{"version": 3}');
+       assert.equal(t.code, 0, t.stderr);
+       assert.deepEqual(JSON.parse(t.stdout).endpoints, ['twin-events']);
+
+       // Endpoints are fixed while hubd runs.
+       const more = structuredClone(running);
+       more.endpoints.eventHubs.push({ name: 'extra' });
+       const refused = await hubctl(hub, 'route', 'set', writeRoutingFile(more));
+       assert.equal(refused.code, 1);
+       assert.match(refused.stderr, /endpoints cannot change/);
+       const broken = structuredClone(running);
+       broken.routes[0].condition = 'level = ';
+       const bad = await hubctl(hub, 'route', 'set', writeRoutingFile(broken));
+       assert.equal(bad.code, 1);
+       assert.match(bad.stderr, /route 'by-property': condition: Line 1:\d+/);
+
+       // Switch the property route off: a critical message now takes the fallback to events.
+       const next = structuredClone(running);
+       next.routes.find((r) => r.name === 'by-property').isEnabled = false;
+       const set = await hubctl(hub, 'route', 'set', writeRoutingFile(next));
+       assert.equal(set.code, 0, set.stderr);
+       assert.equal(JSON.parse(set.stdout).routes.find((r) => r.name === 'by-property').isEnabled, false);
+       const saved = JSON.parse(fs.readFileSync(routingFile, 'utf8'));
+       assert.equal(saved.routes.find((r) => r.name === 'by-property').isEnabled, false, 'written to the routing file');
+       const id = await send({ temperature: 20 }, { level: 'critical' });
+       const events = await collect(hub, hub.hostName, has(id));
+       assert.ok(events.events.some((e) => e.messageId === id), 'the disabled route no longer takes it');
+     });
 });
 
 describe('routing configuration errors', () => {
