@@ -24,7 +24,6 @@
 #include <array>
 #include <cctype>
 #include <chrono>
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 
@@ -41,7 +40,6 @@ constexpr std::size_t max_batch_messages = 500;
 // How long a request waits for its messages to be durable before answering 503 (which the SDKs
 // retry). Far beyond any sane fdatasync; it only keeps a stalled disk from holding a route thread
 // forever.
-constexpr auto durable_timeout = 60s;
 
 constexpr std::string_view batch_content_type = "application/vnd.microsoft.iothub.json";
 constexpr std::string_view app_prefix = "iothub-app-";
@@ -113,45 +111,40 @@ void stamp(telemetry::message& m, const route_context& ctx) {
   m.auth = ctx.caller->method;
 }
 
-// Waits for a set of appends to become durable. Shared with the log's callbacks, which may run
-// after the waiting request gave up.
-class durable_wait {
+// Counts a request's appends down and answers once all are durable: 204, or the first failure.
+// Shared with the log's callbacks, which run on its writer threads; no thread waits meanwhile.
+class durable_answer {
  public:
-  explicit durable_wait(std::size_t n) : pending_(n) {}
+  durable_answer(std::size_t n, responder done, const clock& clk) : pending_(n), done_(std::move(done)), clock_(clk) {}
 
-  void done(const result<storage::log_position>& r) {
-    std::lock_guard lock(mutex_);
-    if (!r && !failure_) failure_ = r.error();
-    if (--pending_ == 0) cv_.notify_all();
-  }
-
-  // The first failure, or ServiceUnavailable when the log did not answer in time.
-  result<void> wait(std::chrono::seconds timeout) {
-    std::unique_lock lock(mutex_);
-    if (!cv_.wait_for(lock, timeout, [this] { return pending_ == 0; })) {
-      return make_error(errc::service_unavailable, "The message could not be stored in time; retry");
+  void completed(const result<storage::log_position>& r) {
+    std::optional<error> failure;
+    {
+      std::lock_guard lock(mutex_);
+      if (!r && !failure_) failure_ = r.error();
+      if (--pending_ != 0) return;
+      failure = failure_;
     }
-    if (failure_) return *failure_;
-    return {};
+    done_(failure ? error_response(*failure, clock_) : no_content());
   }
 
  private:
   std::mutex mutex_;
-  std::condition_variable cv_;
   std::size_t pending_;
   std::optional<error> failure_;
+  responder done_;
+  const clock& clock_;
 };
 
-// Appends every message to the durable log and waits until all are on disk: the device gets its
-// 204 only then (DESIGN.md "acknowledged means durable"). The messages of one device share one
-// partition, so a batch lands in order. A failure part-way may leave some of a batch stored: the
-// device retries and IoT Hub's delivery is at-least-once anyway.
-result<void> store(telemetry::service& svc, const std::vector<telemetry::message>& messages) {
-  auto wait = std::make_shared<durable_wait>(messages.size());
+// Appends every message to the durable log; the device gets its 204 only once all are on disk
+// (DESIGN.md "acknowledged means durable"). The messages of one device share one partition, so a
+// batch lands in order. A failure part-way may leave some of a batch stored: the device retries
+// and IoT Hub's delivery is at-least-once anyway.
+void store(telemetry::service& svc, std::vector<telemetry::message> messages, responder done, const clock& clk) {
+  auto answer = std::make_shared<durable_answer>(messages.size(), std::move(done), clk);
   for (const auto& m : messages) {
-    svc.send(m, [wait](result<storage::log_position> r) { wait->done(r); });
+    svc.send(m, [answer](result<storage::log_position> r) { answer->completed(r); });
   }
-  return wait->wait(durable_timeout);
 }
 
 bool is_batch(const request& req) {
@@ -217,14 +210,16 @@ result<std::vector<telemetry::message>> parse_batch(std::string_view body, const
   return out;
 }
 
-response send_event(const route_context& ctx) {
-  if (ctx.svc.telemetry == nullptr) return unavailable("Telemetry", ctx.svc.clk);
+// Asynchronous: the answer comes from the log's writer once the messages are durable, so a
+// request waiting for its group commit holds no route-pool thread.
+void send_event(const route_context& ctx, responder done) {
+  if (ctx.svc.telemetry == nullptr) return done(unavailable("Telemetry", ctx.svc.clk));
   std::vector<telemetry::message> messages;
   if (is_batch(ctx.req)) {
     auto batch = parse_batch(ctx.req.body, ctx);
-    if (!batch) return error_response(batch.error(), ctx.svc.clk);
+    if (!batch) return done(error_response(batch.error(), ctx.svc.clk));
     messages = std::move(*batch);
-    if (messages.empty()) return no_content();  // nothing to store, nothing wrong
+    if (messages.empty()) return done(no_content());  // nothing to store, nothing wrong
   } else {
     telemetry::message m;
     m.body = ctx.req.body;
@@ -233,8 +228,7 @@ response send_event(const route_context& ctx) {
     messages.push_back(std::move(m));
   }
   // A single message over 256 KB is refused by telemetry::service (MessageTooLarge, 413).
-  if (auto stored = store(*ctx.svc.telemetry, messages); !stored) return error_response(stored.error(), ctx.svc.clk);
-  return no_content();
+  store(*ctx.svc.telemetry, std::move(messages), std::move(done), ctx.svc.clk);
 }
 
 // ---- cloud-to-device ---------------------------------------------------------------------------
@@ -358,8 +352,8 @@ constexpr auto device_connect = auth::permission::device_connect;
 constexpr auto service_connect = auth::permission::service_connect;
 
 const route table[] = {
-    {"POST", "devices/{id}/messages/events", device_connect, send_event},
-    {"POST", "devices/{id}/modules/{mid}/messages/events", device_connect, send_event},
+    {"POST", "devices/{id}/messages/events", device_connect, nullptr, send_event},
+    {"POST", "devices/{id}/modules/{mid}/messages/events", device_connect, nullptr, send_event},
     {"GET", "devices/{id}/messages/devicebound", device_connect, receive_c2d},
     {"DELETE", "devices/{id}/messages/devicebound/{name}", device_connect, complete_or_reject_c2d},
     {"POST", "devices/{id}/messages/devicebound/{name}/abandon", device_connect, abandon_c2d},
