@@ -20,6 +20,7 @@ std::string module_key(std::string_view device_id, std::string_view module_id) {
 }
 std::string modules_prefix(std::string_view device_id) { return fmt::format("m/{}/", device_id); }
 constexpr std::string_view devices_prefix = "d/";
+constexpr std::string_view all_modules_prefix = "m/";  // "m/<device>/<module>", every device's
 
 // An etag is base64 of the record's version number in decimal, the shape IoT Hub's own etags
 // have. It changes on every write of the record. A new record starts at a random version, so an
@@ -151,12 +152,15 @@ error missing_module(storage::kv& kv, std::string_view device_id, std::string_vi
   return module_not_found(device_id, module_id);
 }
 
-// Decodes every record under prefix, stopping after `top` (0 = all).
+// Decodes every record under prefix (after the key prefix + `after` when that is not empty),
+// stopping after `top` (0 = all).
 template <class T, class Decode>
-result<std::vector<T>> load_all(storage::kv& kv, std::string_view prefix, std::size_t top, Decode decode) {
+result<std::vector<T>> load_all(storage::kv& kv, std::string_view prefix, std::size_t top, Decode decode,
+                                std::string_view after = {}) {
   std::vector<T> out;
   std::optional<error> failure;
-  auto scanned = kv.scan(prefix, {}, [&](std::string_view, std::string_view value) {
+  const std::string after_key = after.empty() ? std::string() : fmt::format("{}{}", prefix, after);
+  auto scanned = kv.scan(prefix, after_key, [&](std::string_view, std::string_view value) {
     auto item = decode(value);
     if (!item) {
       failure = item.error();
@@ -273,6 +277,14 @@ result<void> service::delete_device(std::string_view id, const if_match& etag) {
 
 result<std::vector<device>> service::list_devices(std::size_t top) {
   auto devices = load_all<device>(kv_, devices_prefix, top, decode_device);
+  if (!devices) return devices;
+  for (device& d : *devices) apply_presence(d);
+  return devices;
+}
+
+result<std::vector<device>> service::scan_devices(std::string_view after, std::size_t max) {
+  if (max == 0) return std::vector<device>{};
+  auto devices = load_all<device>(kv_, devices_prefix, max, decode_device, after);
   if (!devices) return devices;
   for (device& d : *devices) apply_presence(d);
   return devices;
@@ -421,6 +433,14 @@ result<std::vector<module>> service::list_modules(std::string_view device_id) {
   if (!parent) return parent.error();
   if (!*parent) return device_not_found(device_id);
   auto modules = load_all<module>(kv_, modules_prefix(device_id), 0, decode_module);
+  if (!modules) return modules;
+  for (module& m : *modules) apply_presence(m);
+  return modules;
+}
+
+result<std::vector<module>> service::scan_modules(std::string_view after, std::size_t max) {
+  if (max == 0) return std::vector<module>{};
+  auto modules = load_all<module>(kv_, all_modules_prefix, max, decode_module, after);
   if (!modules) return modules;
   for (module& m : *modules) apply_presence(m);
   return modules;

@@ -79,6 +79,9 @@ class service {
   result<void> delete_device(std::string_view id, const if_match& etag);
   // Devices in id order; at most `top` (0 = all).
   result<std::vector<device>> list_devices(std::size_t top = 0);
+  // Pages through every device in id order: at most `max` devices whose id comes after `after`
+  // (exclusive; empty: from the first). For scans such as twin queries.
+  result<std::vector<device>> scan_devices(std::string_view after, std::size_t max);
   bulk_result bulk(std::vector<bulk_item> items);
   result<statistics> stats();
 
@@ -89,6 +92,9 @@ class service {
   result<module> put_module(module m, const if_match& etag);
   result<void> delete_module(std::string_view device_id, std::string_view module_id, const if_match& etag);
   result<std::vector<module>> list_modules(std::string_view device_id);
+  // Pages through the modules of every device, ordered by "<deviceId>/<moduleId>" as bytes: at
+  // most `max` after the key `after` (exclusive; empty: from the first).
+  result<std::vector<module>> scan_modules(std::string_view after, std::size_t max);
 
   // Connection state. The connection table calls these (off the I/O threads) when a head attaches
   // or detaches a connection; every read above then shows it. While connected, the state lives

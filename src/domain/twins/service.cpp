@@ -52,63 +52,87 @@ std::string etag_of(std::int64_t version) {
   return crypto::base64_encode(bytes);
 }
 
-struct service::identity_info {
+// What the registry says about an identity: its generation and the registry part of the document.
+struct identity_info {
   std::string generation_id;
-  bj::object fields;  // the registry part of the document
+  bj::object fields;
 };
 
 service::service(storage::kv& kv, registry::service& registry, const clock& clk, options opt)
     : kv_(kv), registry_(registry), clock_(clk), options_(opt) {}
 
-result<service::identity_info> service::lookup(const identity& who) {
+namespace {
+
+identity_info device_identity(const registry::device& d) {
   identity_info info;
-  if (who.module_id.empty()) {
-    auto d = registry_.get_device(who.device_id);
-    if (!d) return d.error();
-    info.generation_id = d->generation_id;
-    info.fields = identity_json(*d);
-    info.fields["status"] = registry::to_string(d->status);
-    info.fields["statusReason"] = nullable(d->status_reason);
-    info.fields["statusUpdateTime"] = time_or_min(d->status_updated);
-    info.fields["capabilities"] = bj::object{{"iotEdge", d->iot_edge}};
-    if (!d->device_scope.empty()) info.fields["deviceScope"] = d->device_scope;
-    bj::array parents;
-    for (const auto& p : d->parent_scopes) parents.emplace_back(p);
-    info.fields["parentScopes"] = std::move(parents);
-  } else {
-    auto m = registry_.get_module(who.device_id, who.module_id);
-    if (!m) return m.error();
-    info.generation_id = m->generation_id;
-    info.fields = identity_json(*m);
-    info.fields["moduleId"] = m->module_id;
-  }
+  info.generation_id = d.generation_id;
+  info.fields = identity_json(d);
+  info.fields["status"] = registry::to_string(d.status);
+  info.fields["statusReason"] = nullable(d.status_reason);
+  info.fields["statusUpdateTime"] = time_or_min(d.status_updated);
+  info.fields["capabilities"] = bj::object{{"iotEdge", d.iot_edge}};
+  if (!d.device_scope.empty()) info.fields["deviceScope"] = d.device_scope;
+  bj::array parents;
+  for (const auto& p : d.parent_scopes) parents.emplace_back(p);
+  info.fields["parentScopes"] = std::move(parents);
   return info;
 }
 
-result<service::record> service::load(const identity& who, const std::string& generation_id) {
-  auto bytes = kv_.get(twin_key(who));
-  if (!bytes) return bytes.error();
-  if (*bytes) {
-    auto v = json::parse(**bytes);
-    const bj::object* o = v ? v->if_object() : nullptr;
-    const auto stored_generation = o ? json::get_string(*o, "g") : std::nullopt;
-    if (o && stored_generation == generation_id) {
-      record r;
-      r.generation_id = generation_id;
-      if (const bj::value* ver = o->if_contains("v"); ver && ver->is_int64()) r.version = ver->get_int64();
-      if (const auto* t = json::get_object(*o, "tags")) r.tags = *t;
-      if (const auto* d = json::get_object(*o, "desired")) r.desired = *d;
-      if (const auto* p = json::get_object(*o, "reported")) r.reported = *p;
-      return r;
-    }
-    if (!o) hub::log::get("twins")->warn("unreadable twin record for '{}' replaced by an empty twin", who.device_id);
+identity_info module_identity(const registry::module& m) {
+  identity_info info;
+  info.generation_id = m.generation_id;
+  info.fields = identity_json(m);
+  info.fields["moduleId"] = m.module_id;
+  return info;
+}
+
+}  // namespace
+
+result<identity_info> service::lookup(const identity& who) {
+  if (who.module_id.empty()) {
+    auto d = registry_.get_device(who.device_id);
+    if (!d) return d.error();
+    return device_identity(*d);
   }
+  auto m = registry_.get_module(who.device_id, who.module_id);
+  if (!m) return m.error();
+  return module_identity(*m);
+}
+
+std::optional<service::record> service::decode(const identity& who, std::string_view bytes,
+                                               const std::string& generation_id) {
+  auto v = json::parse(bytes);
+  bj::object* o = v ? v->if_object() : nullptr;
+  if (o == nullptr) {
+    hub::log::get("twins")->warn("unreadable twin record for '{}' replaced by an empty twin", who.device_id);
+    return std::nullopt;
+  }
+  if (json::get_string(*o, "g") != generation_id) return std::nullopt;  // an older generation's
+  record r;
+  r.generation_id = generation_id;
+  if (const bj::value* ver = o->if_contains("v"); ver && ver->is_int64()) r.version = ver->get_int64();
+  if (bj::value* t = o->if_contains("tags"); t && t->is_object()) r.tags = std::move(t->get_object());
+  if (bj::value* d = o->if_contains("desired"); d && d->is_object()) r.desired = std::move(d->get_object());
+  if (bj::value* p = o->if_contains("reported"); p && p->is_object()) r.reported = std::move(p->get_object());
+  return r;
+}
+
+service::record service::fresh(const std::string& generation_id) const {
   record r;
   r.generation_id = generation_id;
   const sys_time now = clock_.now();
   r.desired = empty_properties(now, true);
   r.reported = empty_properties(now, false);
   return r;
+}
+
+result<service::record> service::load(const identity& who, const std::string& generation_id) {
+  auto bytes = kv_.get(twin_key(who));
+  if (!bytes) return bytes.error();
+  if (*bytes) {
+    if (auto r = decode(who, **bytes, generation_id)) return std::move(*r);
+  }
+  return fresh(generation_id);
 }
 
 result<void> service::store(const identity& who, const record& r) {
@@ -129,6 +153,19 @@ bj::object service::document(const identity_info& info, const record& r) const {
   doc["version"] = r.version;
   doc["tags"] = r.tags;
   doc["properties"] = bj::object{{"desired", r.desired}, {"reported", r.reported}};
+  return doc;
+}
+
+bj::object service::document(identity_info&& info, record&& r) const {
+  bj::object doc = std::move(info.fields);
+  doc["etag"] = etag_of(r.version);
+  doc["version"] = r.version;
+  doc["tags"] = std::move(r.tags);
+  bj::object props;
+  props.reserve(2);
+  props.emplace("desired", std::move(r.desired));
+  props.emplace("reported", std::move(r.reported));
+  doc["properties"] = std::move(props);
   return doc;
 }
 
@@ -298,6 +335,84 @@ void service::on_registry_change(const registry::change& c) {
   // Not synced: a twin left behind by a crash belongs to an older generation and is never shown.
   if (auto w = kv_.write(batch, false); !w)
     hub::log::get("twins")->warn("cannot delete the twin of '{}': {}", c.device_id, w.error().message);
+}
+
+namespace {
+
+constexpr std::string_view twin_prefix = "twin/";
+constexpr std::size_t scan_chunk = 256;  // identities per registry read during a scan
+
+// A scan position ("d1" or "d1/m1") to its registry record's identity.
+identity identity_at(std::string_view position) {
+  const auto slash = position.find('/');
+  if (slash == std::string_view::npos) return {std::string(position), {}};
+  return {std::string(position.substr(0, slash)), std::string(position.substr(slash + 1))};
+}
+
+std::string position_of(const registry::device& d) { return d.device_id; }
+std::string position_of(const registry::module& m) { return fmt::format("{}/{}", m.device_id, m.module_id); }
+
+// The stored twin records of the positions in (after, last], as (position, bytes) in order.
+// Device twins ("twin/<d>") and module twins ("twin/<d>/<m>") share the prefix and interleave;
+// only those of the scope are kept.
+result<std::vector<std::pair<std::string, std::string>>> twin_records(storage::kv& kv, scope s, std::string_view after,
+                                                                       std::string_view last) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const std::string after_key = after.empty() ? std::string() : fmt::format("{}{}", twin_prefix, after);
+  const std::string last_key = fmt::format("{}{}", twin_prefix, last);
+  auto scanned = kv.scan(twin_prefix, after_key, [&](std::string_view key, std::string_view value) {
+    if (key > last_key) return false;
+    const std::string_view position = key.substr(twin_prefix.size());
+    const bool is_module = position.find('/') != std::string_view::npos;
+    if (is_module == (s == scope::modules)) out.emplace_back(position, value);
+    return true;
+  });
+  if (!scanned) return scanned.error();
+  return out;
+}
+
+}  // namespace
+
+result<void> service::scan(scope s, std::string_view after, const visit_fn& fn) {
+  std::string cursor(after);
+  for (;;) {
+    // A chunk of identities from the registry, then their twin records in one range read; the
+    // two lists are in the same order, so a merge pairs them.
+    std::vector<std::string> positions;
+    std::vector<identity_info> infos;
+    if (s == scope::devices) {
+      auto devices = registry_.scan_devices(cursor, scan_chunk);
+      if (!devices) return devices.error();
+      for (const auto& d : *devices) {
+        positions.push_back(position_of(d));
+        infos.push_back(device_identity(d));
+      }
+    } else {
+      auto modules = registry_.scan_modules(cursor, scan_chunk);
+      if (!modules) return modules.error();
+      for (const auto& m : *modules) {
+        positions.push_back(position_of(m));
+        infos.push_back(module_identity(m));
+      }
+    }
+    if (positions.empty()) return {};
+    auto records = twin_records(kv_, s, cursor, positions.back());
+    if (!records) return records.error();
+
+    std::size_t next = 0;
+    for (std::size_t i = 0; i < positions.size(); ++i) {
+      while (next < records->size() && (*records)[next].first < positions[i]) ++next;
+      std::optional<record> r;
+      if (next < records->size() && (*records)[next].first == positions[i]) {
+        r = decode(identity_at(positions[i]), (*records)[next].second, infos[i].generation_id);
+      }
+      if (!r) r = fresh(infos[i].generation_id);
+      bj::object doc = document(std::move(infos[i]), std::move(*r));
+      if (!fn(positions[i], doc)) return {};
+    }
+    if (positions.size() < scan_chunk) return {};
+    cursor = std::move(positions.back());
+  }
 }
 
 std::vector<twin_change> service::recent_changes() const {

@@ -53,6 +53,31 @@ struct twin_change {
   sys_time at{};
 };
 
+// Which twins a scan or a query reads: device twins (FROM devices) or module twins
+// (FROM devices.modules).
+enum class scope { devices, modules };
+
+// A twin query as the REST API carries it (POST /devices/query): the text, the page size
+// (x-ms-max-item-count) and the continuation token of the previous page (x-ms-continuation).
+struct query_request {
+  std::string_view text;
+  std::size_t page_size = 100;
+  std::string_view continuation;  // empty: the first page
+};
+
+// IoT Hub's x-ms-item-type: "twin" (SELECT * over devices or devices.modules), "deviceJob"
+// (devices.jobs), "jobResponse" (the jobs API's own query), "raw" (projections, aggregates).
+enum class item_type { twin, device_job, job_response, raw };
+std::string_view to_string(item_type t) noexcept;
+
+struct query_page {
+  std::vector<bj::value> items;
+  item_type type = item_type::twin;
+  std::optional<std::string> continuation;  // set only when another page follows
+};
+
+struct identity_info;  // internal: what the registry says about an identity (service.cpp)
+
 struct options {
   limits lim;
   std::size_t recent_changes = 1024;  // how many change events recent_changes() keeps
@@ -100,6 +125,25 @@ class service {
   // The last options::recent_changes change events, oldest first.
   std::vector<twin_change> recent_changes() const;
 
+  // --- scans and queries ---
+  // A twin as a scan yields it: its position (the device id, or "<deviceId>/<moduleId>") and
+  // the document get() returns, which the visitor may take. Return false to stop.
+  using visit_fn = std::function<bool(std::string_view position, bj::object& doc)>;
+  // Visits every twin of the scope in position order (bytes) after `after` (exclusive; empty:
+  // from the first). Reads the registry and the twin records in chunks, a range read of each per
+  // chunk rather than a lookup per twin. Not a snapshot: a twin written meanwhile may show either
+  // state, an identity created or deleted meanwhile may or may not be visited.
+  result<void> scan(scope s, std::string_view after, const visit_fn& fn);
+
+  // One page of a twin query (protocol/semantics.md §1, service.md §3.1): ArgumentInvalid for a
+  // syntax error (the query module's text), a page size of 0 or a continuation token that is
+  // not this query's. Pages of at most 100 items (IoT Hub's limit; larger sizes are cut to it).
+  // A query without GROUP BY or aggregates streams: each page scans on from where the last one
+  // stopped (the token holds that position). An aggregating query computes its whole result on
+  // every request and pages that (the token holds the offset); nothing is kept between requests.
+  // devices.jobs has no rows yet (jobs are not implemented): an empty page of deviceJob.
+  result<query_page> query(const query_request& req);
+
  private:
   struct record {
     std::string generation_id;
@@ -108,15 +152,17 @@ class service {
     bj::object desired;
     bj::object reported;
   };
-  struct identity_info;  // what the registry says about the identity (service.cpp)
-
   result<identity_info> lookup(const identity& who);
   // The stored twin, or a fresh one when none is stored (or one of an older generation).
   result<record> load(const identity& who, const std::string& generation_id);
+  // A stored record of this generation; nullopt for another generation's or an unreadable one.
+  static std::optional<record> decode(const identity& who, std::string_view bytes, const std::string& generation_id);
+  record fresh(const std::string& generation_id) const;
   result<void> store(const identity& who, const record& r);
   result<bj::object> write(const identity& who, const bj::value& body, const std::optional<std::string>& if_match,
                            bool replacing);
   bj::object document(const identity_info& info, const record& r) const;
+  bj::object document(identity_info&& info, record&& r) const;
   void publish(const identity& who, std::optional<bj::object> desired_patch, twin_change change);
 
   storage::kv& kv_;

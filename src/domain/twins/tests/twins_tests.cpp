@@ -4,7 +4,12 @@
 #include "base/json.hpp"
 #include "domain/registry/service.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
 
 namespace hub::twins {
 namespace {
@@ -241,6 +246,254 @@ TEST_F(twins_test, change_events_for_routing) {
   EXPECT_EQ(events[0].operation, "updateTwin");
   EXPECT_EQ(events[0].body, parse(R"({"version":2,"properties":{"desired":{"x":1,"$version":2}}})").as_object());
   EXPECT_EQ(events[1].body, parse(R"({"version":3,"properties":{"reported":{"y":2,"$version":2}}})").as_object());
+}
+
+// ---- scans and queries ------------------------------------------------------------------------
+
+// A registry of many devices (more than one scan chunk), some with tags and reported properties.
+class twin_query_test : public twins_test {
+ protected:
+  void add_device(const std::string& id) {
+    registry::device d;
+    d.device_id = id;
+    ASSERT_TRUE(registry_.create_device(d).has_value()) << id;
+  }
+  void add_module(const std::string& device_id, const std::string& module_id) {
+    registry::module m;
+    m.device_id = device_id;
+    m.module_id = module_id;
+    ASSERT_TRUE(registry_.create_module(m).has_value());
+  }
+  void tag(const std::string& id, std::string_view tags_json) {
+    ASSERT_TRUE(svc_.update({id, ""}, parse(fmt::format(R"({{"tags":{}}})", tags_json)), "*").has_value()) << id;
+  }
+
+  // Every page of a query, through the continuation tokens; fails on an error.
+  std::vector<query_page> pages(std::string_view text, std::size_t page_size) {
+    std::vector<query_page> out;
+    std::string token;
+    for (int i = 0; i < 1000; ++i) {
+      auto page = svc_.query({.text = text, .page_size = page_size, .continuation = token});
+      EXPECT_TRUE(page.has_value()) << text << ": " << page.error().message;
+      if (!page) break;
+      out.push_back(*page);
+      if (!page->continuation) break;
+      EXPECT_FALSE(page->continuation->empty());
+      token = *page->continuation;
+    }
+    return out;
+  }
+
+  static std::vector<std::string> ids_of(const std::vector<query_page>& ps, std::string_view key = "deviceId") {
+    std::vector<std::string> ids;
+    for (const auto& p : ps)
+      for (const auto& item : p.items) ids.emplace_back(item.as_object().at(key).as_string());
+    return ids;
+  }
+};
+
+TEST_F(twin_query_test, a_scan_visits_every_twin_in_id_order_as_get_shows_it) {
+  // Ids whose characters sort before '/' interleave device and module twin records in storage.
+  std::vector<std::string> ids{"d1"};
+  for (int i = 0; i < 600; ++i) ids.push_back(fmt::format("dev-{:04}", i));
+  for (std::string id : {"d1-x", "d1.y", "d10", "d1!"}) ids.push_back(id);
+  for (std::size_t i = 1; i < ids.size(); ++i) add_device(ids[i]);
+  std::sort(ids.begin(), ids.end());
+  ASSERT_TRUE(svc_.patch_reported({"d1", "m1"}, parse(R"({"mod":1})")).has_value());
+  tag("d1", R"({"a":1})");
+  tag("d1-x", R"({"b":2})");
+  tag("dev-0300", R"({"c":3})");
+  ASSERT_TRUE(svc_.patch_reported({"d10", ""}, parse(R"({"r":4})")).has_value());
+
+  std::vector<std::string> seen;
+  auto scanned = svc_.scan(scope::devices, {}, [&](std::string_view position, bj::object& doc) {
+    seen.emplace_back(position);
+    auto expected = svc_.get({std::string(position), ""});
+    EXPECT_TRUE(expected.has_value());
+    if (expected) {
+      EXPECT_EQ(doc, *expected) << position;
+    }
+    return true;
+  });
+  ASSERT_TRUE(scanned.has_value()) << scanned.error().message;
+  EXPECT_EQ(seen, ids);
+
+  // From a position on, and stopping early.
+  seen.clear();
+  ASSERT_TRUE(svc_.scan(scope::devices, "dev-0299", [&](std::string_view position, bj::object&) {
+    seen.emplace_back(position);
+    return seen.size() < 3;
+  }));
+  EXPECT_EQ(seen, (std::vector<std::string>{"dev-0300", "dev-0301", "dev-0302"}));
+}
+
+TEST_F(twin_query_test, a_module_scan_goes_by_device_then_module) {
+  add_device("d1-x");
+  add_device("d2");
+  add_module("d1-x", "ma");
+  add_module("d2", "m1");
+  add_module("d1", "m0");
+  ASSERT_TRUE(svc_.patch_reported({"d2", "m1"}, parse(R"({"v":2})")).has_value());
+  std::vector<std::string> seen;
+  ASSERT_TRUE(svc_.scan(scope::modules, {}, [&](std::string_view position, bj::object& doc) {
+    seen.emplace_back(position);
+    const auto slash = position.find('/');
+    auto expected = svc_.get({std::string(position.substr(0, slash)), std::string(position.substr(slash + 1))});
+    EXPECT_TRUE(expected.has_value());
+    if (expected) {
+      EXPECT_EQ(doc, *expected) << position;
+    }
+    return true;
+  }));
+  // Byte order of "<device>/<module>": '-' sorts before '/'.
+  EXPECT_EQ(seen, (std::vector<std::string>{"d1-x/ma", "d1/m0", "d1/m1", "d2/m1"}));
+}
+
+TEST_F(twin_query_test, a_deleted_or_recreated_device_shows_no_old_twin) {
+  add_device("d2");
+  tag("d2", R"({"x":"y"})");
+  tag("d1", R"({"x":"y"})");
+  ASSERT_TRUE(registry_.delete_device("d2", std::nullopt).has_value());
+  // The twin record stays behind (no change listener here): a scan must not show it.
+  EXPECT_EQ(ids_of(pages("SELECT * FROM devices WHERE tags.x = 'y'", 100)), (std::vector<std::string>{"d1"}));
+  add_device("d2");
+  EXPECT_EQ(ids_of(pages("SELECT * FROM devices WHERE tags.x = 'y'", 100)), (std::vector<std::string>{"d1"}));
+  EXPECT_EQ(ids_of(pages("SELECT * FROM devices", 100)), (std::vector<std::string>{"d1", "d2"}));
+}
+
+TEST_F(twin_query_test, select_star_pages_through_exactly_the_matching_twins) {
+  std::set<std::string> expected;
+  for (int i = 0; i < 300; ++i) {
+    const std::string id = fmt::format("dev-{:03}", i);
+    add_device(id);
+    if (i % 10 == 3) {
+      tag(id, R"({"x":"y"})");
+      expected.insert(id);
+    } else if (i % 10 == 4) {
+      tag(id, R"({"x":"z"})");
+    }
+  }
+  auto ps = pages("SELECT * FROM devices WHERE tags.x = 'y'", 7);
+  ASSERT_EQ(ps.size(), 5u);  // 30 matches: 7 + 7 + 7 + 7 + 2
+  for (const auto& p : ps) EXPECT_EQ(p.type, item_type::twin);
+  EXPECT_EQ(ps.back().items.size(), 2u);
+  const auto ids = ids_of(ps);
+  EXPECT_EQ(ids.size(), 30u);
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()), expected);
+  // Rows are whole twins, as get() shows them.
+  EXPECT_EQ(ps[0].items[0].as_object(), *svc_.get({ids[0], ""}));
+
+  // A last page that is exactly full carries no token (one more match is looked for).
+  auto exact = pages("SELECT * FROM devices WHERE tags.x = 'y'", 10);
+  ASSERT_EQ(exact.size(), 3u);
+  EXPECT_EQ(exact.back().items.size(), 10u);
+  // No match: one empty page without a token.
+  auto none = pages("SELECT * FROM devices WHERE tags.x = 'nothing'", 10);
+  ASSERT_EQ(none.size(), 1u);
+  EXPECT_TRUE(none[0].items.empty());
+}
+
+TEST_F(twin_query_test, projections_top_and_reported_properties) {
+  for (int i = 0; i < 20; ++i) {
+    const std::string id = fmt::format("dev-{:02}", i);
+    add_device(id);
+    tag(id, fmt::format(R"({{"x":"{}"}})", i % 2 ? "odd" : "even"));
+    ASSERT_TRUE(svc_.patch_reported({id, ""}, parse(fmt::format(R"({{"temp":{}}})", i))).has_value());
+  }
+  auto ps = pages("SELECT deviceId, tags.x FROM devices WHERE tags.x = 'odd' AND properties.reported.temp > 10", 3);
+  ASSERT_EQ(ps.size(), 2u);
+  EXPECT_EQ(ps[0].type, item_type::raw);
+  EXPECT_EQ(ps[0].items[0], parse(R"({"deviceId":"dev-11","x":"odd"})"));
+  EXPECT_EQ(ids_of(ps), (std::vector<std::string>{"dev-11", "dev-13", "dev-15", "dev-17", "dev-19"}));
+
+  // TOP counts across pages.
+  auto top = pages("SELECT TOP 7 * FROM devices WHERE properties.reported.temp >= 5", 3);
+  ASSERT_EQ(top.size(), 3u);
+  EXPECT_EQ(top[2].items.size(), 1u);
+  EXPECT_FALSE(top[2].continuation);
+  EXPECT_EQ(ids_of(top).front(), "dev-05");
+  EXPECT_EQ(ids_of(top).back(), "dev-11");
+  auto top_exact = pages("SELECT TOP 6 deviceId FROM devices", 3);
+  ASSERT_EQ(top_exact.size(), 2u);
+  EXPECT_FALSE(top_exact[1].continuation);
+}
+
+TEST_F(twin_query_test, aggregates_are_computed_whole_then_paged) {
+  for (int i = 0; i < 30; ++i) {
+    const std::string id = fmt::format("dev-{:02}", i);
+    add_device(id);
+    if (i % 10 != 9) tag(id, fmt::format(R"({{"site":"s{}","n":{}}})", i % 3, i));
+  }
+  auto ps = pages("SELECT tags.site AS site, COUNT() AS n, SUM(tags.n) AS total FROM devices GROUP BY tags.site", 2);
+  ASSERT_EQ(ps.size(), 2u);
+  EXPECT_EQ(ps[0].type, item_type::raw);
+  std::map<std::string, std::int64_t> counts;
+  std::int64_t all = 0;
+  for (const auto& p : ps) {
+    for (const auto& row : p.items) {
+      const auto& o = row.as_object();
+      const auto n = o.at("n").as_int64();
+      all += n;
+      counts[o.contains("site") ? std::string(o.at("site").as_string()) : "(none)"] = n;
+    }
+  }
+  EXPECT_EQ(all, 31);  // d1 and dev-09, -19, -29 have no site
+  EXPECT_EQ(counts, (std::map<std::string, std::int64_t>{{"(none)", 4}, {"s0", 9}, {"s1", 9}, {"s2", 9}}));
+
+  auto total = pages("SELECT COUNT() AS total FROM devices WHERE IS_DEFINED(tags.site)", 100);
+  ASSERT_EQ(total.size(), 1u);
+  EXPECT_EQ(total[0].items, std::vector<bj::value>{parse(R"({"total":27})")});
+}
+
+TEST_F(twin_query_test, module_twins_and_jobs) {
+  add_device("d2");
+  add_module("d2", "m1");
+  add_module("d2", "m2");
+  ASSERT_TRUE(svc_.update({"d2", "m2"}, parse(R"({"tags":{"role":"sensor"}})"), "*").has_value());
+  auto mods = pages("SELECT * FROM devices.modules WHERE moduleId = 'm1'", 100);
+  ASSERT_EQ(mods.size(), 1u);
+  EXPECT_EQ(mods[0].type, item_type::twin);
+  EXPECT_EQ(ids_of(mods), (std::vector<std::string>{"d1", "d2"}));
+  EXPECT_EQ(ids_of(mods, "moduleId"), (std::vector<std::string>{"m1", "m1"}));
+  EXPECT_EQ(mods[0].items[1].as_object(), *svc_.get({"d2", "m1"}));
+  auto tagged = pages("SELECT deviceId, moduleId FROM devices.modules WHERE tags.role = 'sensor'", 100);
+  EXPECT_EQ(tagged[0].items, std::vector<bj::value>{parse(R"({"deviceId":"d2","moduleId":"m2"})")});
+
+  auto jobs = pages("SELECT * FROM devices.jobs", 100);
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].type, item_type::device_job);
+  EXPECT_TRUE(jobs[0].items.empty());
+}
+
+TEST_F(twin_query_test, errors_are_argument_invalid) {
+  auto syntax = svc_.query({.text = "SELECT * FROM devices WHERE", .page_size = 10, .continuation = {}});
+  ASSERT_FALSE(syntax.has_value());
+  EXPECT_EQ(syntax.error().code, errc::argument_invalid);
+  EXPECT_TRUE(syntax.error().message.starts_with("SQL query parse failed")) << syntax.error().message;
+
+  EXPECT_EQ(svc_.query({.text = "SELECT * FROM devices", .page_size = 0, .continuation = {}}).error().code,
+            errc::argument_invalid);
+  EXPECT_EQ(svc_.query({.text = "SELECT * FROM devices", .page_size = 10, .continuation = "not a token"}).error().code,
+            errc::argument_invalid);
+
+  // A token is good for its own query only.
+  for (int i = 0; i < 5; ++i) add_device(fmt::format("dev-{}", i));
+  auto first = svc_.query({.text = "SELECT * FROM devices", .page_size = 2, .continuation = {}});
+  ASSERT_TRUE(first.has_value() && first->continuation);
+  auto other = svc_.query({.text = "SELECT deviceId FROM devices", .page_size = 2, .continuation = *first->continuation});
+  ASSERT_FALSE(other.has_value());
+  EXPECT_EQ(other.error().code, errc::argument_invalid);
+  auto grouped = svc_.query({.text = "SELECT COUNT() AS n FROM devices GROUP BY tags.x", .page_size = 2,
+                             .continuation = *first->continuation});
+  EXPECT_FALSE(grouped.has_value());
+}
+
+TEST_F(twin_query_test, pages_hold_at_most_100_items) {
+  for (int i = 0; i < 150; ++i) add_device(fmt::format("dev-{:03}", i));
+  auto ps = pages("SELECT deviceId FROM devices", 1000);
+  ASSERT_EQ(ps.size(), 2u);
+  EXPECT_EQ(ps[0].items.size(), 100u);
+  EXPECT_EQ(ps[1].items.size(), 51u);
 }
 
 TEST(twins_etag, is_the_version_in_base64) {
