@@ -168,9 +168,9 @@ bool match_pattern(std::string_view pattern, const std::vector<std::string>& seg
 }
 
 // Every route table of the REST API; later areas (jobs, configurations) add theirs here.
-std::array<std::span<const route>, 5> route_tables() {
+std::array<std::span<const route>, 6> route_tables() {
   return {detail::registry_routes(), detail::certificate_routes(), detail::device_routes(), detail::twin_routes(),
-          detail::routing_routes()};
+          detail::routing_routes(), detail::query_routes()};
 }
 
 struct lookup {

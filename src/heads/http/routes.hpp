@@ -75,6 +75,8 @@ std::span<const route> device_routes();
 std::span<const route> twin_routes();
 // hubd's routing admin API: GET/PUT /routing, POST /routing/test.
 std::span<const route> routing_routes();
+// Twin queries: POST /devices/query (service.md §3.1, semantics.md §1).
+std::span<const route> query_routes();
 
 // If-Match as the SDKs send it: quoted ("*", "<etag>"), possibly weak (W/"..."), or bare; the
 // value without quotes, nullopt when absent. Present but empty ("" from the SDK quoting an empty
