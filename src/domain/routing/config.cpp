@@ -175,6 +175,72 @@ result<storage_endpoint> read_storage(const bj::value& v, std::size_t i, const l
   return s;
 }
 
+bool header_token(std::string_view n) {
+  if (n.empty() || n.size() > 128) return false;
+  for (char c : n) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Headers the client sets itself (framing, the body's type, hubd's own x-hubd-*).
+bool reserved_header(std::string_view n) {
+  for (std::string_view r : {"host", "content-length", "content-type", "transfer-encoding", "connection", "te",
+                             "upgrade", "expect", "keep-alive", "trailer"}) {
+    if (text::iequals(n, r)) return true;
+  }
+  return text::istarts_with(n, "x-hubd-");
+}
+
+result<webhook_endpoint> read_webhook(const bj::value& v, std::size_t i) {
+  const std::string where = fmt::format("endpoints.webhooks[{}]", i);
+  if (!v.is_object()) return invalid(where + " must be an object");
+  const bj::object& o = v.get_object();
+  webhook_endpoint w;
+  auto name = string_member(o, "name", where);
+  if (!name) return name.error();
+  w.name = name->value_or("");
+  const std::string at = w.name.empty() ? where : fmt::format("endpoint '{}'", w.name);
+  auto url = string_member(o, "url", at);
+  if (!url) return url.error();
+  if (!*url) return invalid(at + ": url is missing (https://host[:port]/path)");
+  w.url = **url;
+  if (auto r = parse_webhook_url(w); !r) return invalid(fmt::format("{}: {}", at, r.error().message));
+  auto batch = int_member(o, "batchSize", at);
+  if (!batch) return batch.error();
+  if (*batch) {
+    if (**batch < 1 || **batch > 100) return invalid(at + ": batchSize must be between 1 and 100");
+    w.batch_size = static_cast<std::uint32_t>(**batch);
+  }
+  if (const bj::value* h = o.if_contains("headers"); h && !h->is_null()) {
+    if (!h->is_object()) return invalid(at + ": headers must be an object of header names and string values");
+    if (h->get_object().size() > 16) return invalid(at + ": at most 16 headers");
+    for (const auto& [k, hv] : h->get_object()) {
+      const std::string_view key(k);
+      if (!header_token(key)) return invalid(fmt::format("{}: '{}' is not a valid header name", at, key));
+      if (reserved_header(key))
+        return invalid(fmt::format("{}: header '{}' is set by hubd (Host, Content-Length, Content-Type, Connection, "
+                                   "x-hubd-*, ...)",
+                                   at, key));
+      if (!hv.is_string()) return invalid(fmt::format("{}: header '{}' must have a string value", at, key));
+      const std::string_view val = hv.get_string();
+      if (val.size() > 4096) return invalid(fmt::format("{}: header '{}' is over 4096 characters", at, key));
+      for (char c : val) {
+        const auto u = static_cast<unsigned char>(c);
+        if ((u < 0x20 && c != '\t') || u == 0x7f)
+          return invalid(fmt::format("{}: header '{}' has a control character in its value", at, key));
+      }
+      w.headers.emplace_back(std::string(key), std::string(val));
+    }
+  }
+  auto ca = string_member(o, "caFile", at);
+  if (!ca) return ca.error();
+  w.ca_file = ca->value_or("");
+  return w;
+}
+
 // A value the enrichment may use: static text, $iothubname, or a twin path of the three kinds.
 bool valid_enrichment_value(std::string_view v) {
   if (v.empty()) return false;
@@ -216,7 +282,55 @@ std::vector<std::string> custom_endpoint_names(const config& c) {
   std::vector<std::string> out;
   for (const auto& e : c.event_hubs) out.push_back(e.name);
   for (const auto& s : c.storage) out.push_back(s.name);
+  for (const auto& w : c.webhooks) out.push_back(w.name);
   return out;
+}
+
+result<void> parse_webhook_url(webhook_endpoint& ep) {
+  const std::string_view url = ep.url;
+  for (char c : url) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f) return invalid("url must not contain spaces or control characters");
+  }
+  if (!text::istarts_with(url, "https://")) return invalid("url must be https:// (webhooks are sent over TLS only)");
+  std::string_view rest = url.substr(8);
+  if (rest.find('#') != std::string_view::npos) return invalid("url must not have a fragment");
+  const std::size_t slash = rest.find_first_of("/?");
+  std::string_view authority = rest.substr(0, slash);
+  ep.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  if (ep.target.starts_with('?')) ep.target.insert(0, "/");
+  if (authority.find('@') != std::string_view::npos) return invalid("url must not carry user info (use headers)");
+  std::string_view port_text;
+  if (authority.starts_with('[')) {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) return invalid("url has an unclosed IPv6 address");
+    ep.host = std::string(authority.substr(1, close - 1));
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (!after.starts_with(':')) return invalid("url has text after the IPv6 address");
+      port_text = after.substr(1);
+      if (port_text.empty()) return invalid("url has an empty port");
+    }
+  } else {
+    const std::size_t colon = authority.find(':');
+    ep.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      port_text = authority.substr(colon + 1);
+      if (port_text.empty()) return invalid("url has an empty port");
+    }
+  }
+  if (ep.host.empty()) return invalid("url has no host");
+  ep.port = 443;
+  if (!port_text.empty()) {
+    unsigned long port = 0;
+    for (char c : port_text) {
+      if (c < '0' || c > '9' || port > 65535) return invalid("url has an invalid port");
+      port = port * 10 + static_cast<unsigned long>(c - '0');
+    }
+    if (port == 0 || port > 65535) return invalid("url has an invalid port");
+    ep.port = static_cast<std::uint16_t>(port);
+  }
+  return {};
 }
 
 result<config> parse(const bj::value& json, const limits& lim) {
@@ -229,9 +343,9 @@ result<config> parse(const bj::value& json, const limits& lim) {
     if (!eps->is_object()) return invalid("endpoints must be an object");
     const bj::object& e = eps->get_object();
     for (const auto& [kind, list] : e) {
-      if (kind != "eventHubs" && kind != "storageContainers") {
+      if (kind != "eventHubs" && kind != "storageContainers" && kind != "webhooks") {
         if (list.is_array() && !list.get_array().empty())
-          return invalid(fmt::format("endpoints.{}: hubd serves eventHubs and storageContainers endpoints only",
+          return invalid(fmt::format("endpoints.{}: hubd serves eventHubs, storageContainers and webhooks endpoints only",
                                      std::string_view(kind)));
       }
     }
@@ -253,6 +367,15 @@ result<config> parse(const bj::value& json, const limits& lim) {
         auto r = read_storage(s, i++, lim);
         if (!r) return r.error();
         c.storage.push_back(std::move(*r));
+      }
+    }
+    if (const bj::value* wh = e.if_contains("webhooks"); wh && !wh->is_null()) {
+      if (!wh->is_array()) return invalid("endpoints.webhooks must be an array");
+      std::size_t i = 0;
+      for (const bj::value& w : wh->get_array()) {
+        auto r = read_webhook(w, i++);
+        if (!r) return r.error();
+        c.webhooks.push_back(std::move(*r));
       }
     }
   }
@@ -385,6 +508,23 @@ bj::value to_json(const config& c) {
     storage.push_back(std::move(o));
   }
   endpoints["storageContainers"] = std::move(storage);
+  if (!c.webhooks.empty()) {  // hubd's own type: only when there are some, so the ARM shape stays ARM's
+    bj::array hooks;
+    for (const auto& w : c.webhooks) {
+      bj::object o;
+      o["name"] = w.name;
+      o["url"] = w.url;
+      o["batchSize"] = w.batch_size;
+      if (!w.headers.empty()) {
+        bj::object h;
+        for (const auto& [k, v] : w.headers) h[k] = v;
+        o["headers"] = std::move(h);
+      }
+      if (!w.ca_file.empty()) o["caFile"] = w.ca_file;
+      hooks.push_back(std::move(o));
+    }
+    endpoints["webhooks"] = std::move(hooks);
+  }
   root["endpoints"] = std::move(endpoints);
   bj::array routes;
   for (const auto& r : c.routes) routes.push_back(route_json(r));

@@ -2,7 +2,8 @@
 // The routing configuration as IoT Hub's ARM template holds it (properties.routing):
 //   {"endpoints": {"eventHubs": [{"name": ...}],
 //                  "storageContainers": [{"name", "fileNameFormat", "batchFrequencyInSeconds",
-//                                         "maxChunkSizeInBytes", "encoding"}]},
+//                                         "maxChunkSizeInBytes", "encoding"}],
+//                  "webhooks": [{"name", "url", "batchSize", "headers": {...}, "caFile"}]},  (hubd's own)
 //    "routes": [{"name", "source", "condition", "endpointNames": [one], "isEnabled"}],
 //    "fallbackRoute": {"name": "$fallback", "source": "DeviceMessages", "condition": "true",
 //                      "endpointNames": ["events"], "isEnabled": true},
@@ -72,9 +73,23 @@ struct storage_endpoint {
   std::string container_name;
 };
 
+// hubd's own endpoint type (IoT Hub has none): messages POSTed as JSON to an HTTPS URL, see
+// webhook.hpp. The URL is https only; its parts are kept parsed.
+struct webhook_endpoint {
+  std::string name;
+  std::string url;
+  std::string host;          // a DNS name or an IP literal (IPv6 without brackets)
+  std::uint16_t port = 443;
+  std::string target = "/";  // path and query
+  std::uint32_t batch_size = 1;  // messages per POST, 1..100 (one partition's, in order)
+  std::vector<std::pair<std::string, std::string>> headers;  // extra request headers, as given
+  std::string ca_file;  // PEM file of the CAs trusted for the server (relative: to the data folder); empty: the system store
+};
+
 struct config {
   std::vector<event_hub_endpoint> event_hubs;
   std::vector<storage_endpoint> storage;
+  std::vector<webhook_endpoint> webhooks;
   std::vector<route> routes;
   route fallback{"$fallback", source::device_messages, "true", std::string(builtin_endpoint), true};
   std::vector<enrichment> enrichments;
@@ -105,7 +120,10 @@ bj::value to_json(const route& r);
 
 // IoT Hub's rule for route, endpoint and enrichment-key names: 1..64 of A-Z a-z 0-9 . _ -.
 bool valid_name(std::string_view name) noexcept;
-// Every custom endpoint's name, in configuration order (event hubs, then storage containers).
+// https://host[:port][/path][?query] into a webhook's host, port and target. ArgumentInvalid
+// for another scheme, user info, a fragment, spaces or control characters, a bad port.
+result<void> parse_webhook_url(webhook_endpoint& ep);
+// Every custom endpoint's name, in configuration order (event hubs, storage containers, webhooks).
 std::vector<std::string> custom_endpoint_names(const config& c);
 
 }  // namespace hub::routing

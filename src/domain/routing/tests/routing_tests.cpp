@@ -8,6 +8,7 @@
 #include "domain/routing/resolver.hpp"
 #include "domain/routing/service.hpp"
 #include "domain/routing/table.hpp"
+#include "domain/routing/webhook.hpp"
 #include "domain/telemetry/service.hpp"
 #include "storage/event_log.hpp"
 
@@ -209,7 +210,7 @@ TEST(routing_config, refuses_what_iot_hub_refuses) {
       {R"j({"endpoints":{"eventHubs":[{"name":".."}]}})j", "a name is"},
       {R"j({"endpoints":{"eventHubs":[{"name":"x"}],"storageContainers":[{"name":"X","encoding":"json"}]}})j",
        "endpoint 'X': endpoint names must be unique across endpoint types"},
-      {R"j({"endpoints":{"serviceBusQueues":[{"name":"q"}]}})j", "eventHubs and storageContainers endpoints only"},
+      {R"j({"endpoints":{"serviceBusQueues":[{"name":"q"}]}})j", "eventHubs, storageContainers and webhooks endpoints only"},
       {R"j({"routes":[{"name":"r","source":"DeviceMessages","endpointNames":["nowhere"]}]})j",
        "route 'r': endpoint 'nowhere' does not exist"},
       {R"j({"routes":[{"name":"r","source":"DeviceMessages","endpointNames":["events","events"]}]})j",
@@ -1066,3 +1067,196 @@ TEST(routing_files, avro_files_hold_iot_hubs_record) {
   }
 }
 #endif
+
+// --- webhook endpoints ---------------------------------------------------------------------------
+
+TEST(routing_webhook, config_reads_hubds_webhook_shape) {
+  const config c = parse_ok(R"j({
+    "endpoints": {"webhooks": [
+      {"name": "hook1", "url": "https://example.com:8443/in?code=1", "batchSize": 10,
+       "headers": {"Authorization": "Bearer x", "x-team": "a"}, "caFile": "ca.pem"},
+      {"name": "hook2", "url": "HTTPS://[::1]"}]},
+    "routes": [{"name": "r", "source": "DeviceMessages", "condition": "true", "endpointNames": ["hook1"], "isEnabled": true}]})j");
+  ASSERT_EQ(c.webhooks.size(), 2u);
+  const webhook_endpoint& w = c.webhooks[0];
+  EXPECT_EQ(w.host, "example.com");
+  EXPECT_EQ(w.port, 8443);
+  EXPECT_EQ(w.target, "/in?code=1");
+  EXPECT_EQ(w.batch_size, 10u);
+  ASSERT_EQ(w.headers.size(), 2u);
+  EXPECT_EQ(w.headers[0].first, "Authorization");
+  EXPECT_EQ(w.ca_file, "ca.pem");
+  EXPECT_EQ(c.webhooks[1].host, "::1");
+  EXPECT_EQ(c.webhooks[1].port, 443);
+  EXPECT_EQ(c.webhooks[1].target, "/");
+  EXPECT_EQ(c.webhooks[1].batch_size, 1u);
+  EXPECT_EQ(custom_endpoint_names(c).back(), "hook2");
+  // The admin API's shape round-trips (PUT /routing compares endpoints and saves this).
+  const config again = parse_ok(json::serialize(to_json(c)));
+  EXPECT_EQ(json::serialize(to_json(again)), json::serialize(to_json(c)));
+  // No webhooks: the ARM shape has no webhooks member.
+  EXPECT_FALSE(to_json(parse_ok("{}")).at("endpoints").as_object().contains("webhooks"));
+}
+
+TEST(routing_webhook, config_refuses_bad_webhooks) {
+  const auto hook = [](std::string_view members) {
+    return parse_error(fmt::format(R"j({{"endpoints": {{"webhooks": [{{"name": "h", {}}}]}}}})j", members));
+  };
+  EXPECT_EQ(hook(R"("url": "https://a/")"), "(accepted)");
+  EXPECT_NE(hook(R"("url": "http://a/")").find("endpoint 'h': url must be https://"), std::string::npos);
+  EXPECT_NE(hook(R"("batchSize": 1)").find("url is missing"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://u:p@a/")").find("user info"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/#x")").find("fragment"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a b/")").find("spaces"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https:///x")").find("no host"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a:0/")").find("invalid port"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a:65536/")").find("invalid port"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a:/")").find("empty port"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://[::1/")").find("unclosed"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/", "batchSize": 0)").find("batchSize must be between 1 and 100"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/", "batchSize": 101)").find("batchSize"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/", "headers": {"Content-Type": "x"})").find("set by hubd"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/", "headers": {"x-hubd-partition": "x"})").find("set by hubd"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/", "headers": {"a b": "x"})").find("not a valid header name"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/", "headers": {"a": "x\ny"})").find("control character"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/", "headers": {"a": 1})").find("string value"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/", "headers": [])").find("headers must be an object"), std::string::npos);
+  EXPECT_NE(hook(R"("url": "https://a/", "caFile": 1)").find("caFile must be a string"), std::string::npos);
+  // Names: IoT Hub's rules, unique across endpoint types.
+  EXPECT_NE(parse_error(R"j({"endpoints": {"eventHubs": [{"name": "H"}], "webhooks": [{"name": "h", "url": "https://a"}]}})j")
+                .find("unique across endpoint types"),
+            std::string::npos);
+  EXPECT_NE(parse_error(R"j({"endpoints": {"webhooks": [{"name": "events", "url": "https://a"}]}})j").find("reserved"),
+            std::string::npos);
+  EXPECT_NE(parse_error(R"j({"endpoints": {"webhooks": [{"name": "a/b", "url": "https://a"}]}})j").find("a name is 1-64"),
+            std::string::npos);
+  EXPECT_NE(parse_error(R"j({"endpoints": {"webhooks": {}}})j").find("endpoints.webhooks must be an array"),
+            std::string::npos);
+}
+
+TEST(routing_webhook, retry_policy) {
+  EXPECT_EQ(classify(200), delivery_outcome::delivered);
+  EXPECT_EQ(classify(204), delivery_outcome::delivered);
+  EXPECT_EQ(classify(0), delivery_outcome::retry);
+  EXPECT_EQ(classify(408), delivery_outcome::retry);
+  EXPECT_EQ(classify(429), delivery_outcome::retry);
+  EXPECT_EQ(classify(500), delivery_outcome::retry);
+  EXPECT_EQ(classify(503), delivery_outcome::retry);
+  EXPECT_EQ(classify(400), delivery_outcome::invalid);
+  EXPECT_EQ(classify(401), delivery_outcome::invalid);
+  EXPECT_EQ(classify(404), delivery_outcome::invalid);
+  EXPECT_EQ(classify(302), delivery_outcome::invalid);
+  EXPECT_EQ(retry_delay(0), std::chrono::milliseconds(250));
+  EXPECT_EQ(retry_delay(1), std::chrono::milliseconds(500));
+  EXPECT_EQ(retry_delay(6), std::chrono::milliseconds(16000));
+  EXPECT_EQ(retry_delay(7), std::chrono::milliseconds(30000));
+  EXPECT_EQ(retry_delay(1000), std::chrono::milliseconds(30000));
+}
+
+namespace {
+
+// Answers from a script (then 200), recording every request.
+struct scripted_transport : webhook_transport {
+  std::vector<int> answers;
+  std::vector<webhook_request>* seen;
+  explicit scripted_transport(std::vector<int> a, std::vector<webhook_request>* s) : answers(std::move(a)), seen(s) {}
+  webhook_reply post(const webhook_request& r) override {
+    seen->push_back(r);
+    if (answers.empty()) return {200, ""};
+    const int status = answers.front();
+    answers.erase(answers.begin());
+    return {status, status == 0 ? "connection refused" : ""};
+  }
+  void cancel() override {}
+};
+
+void append_json(storage::event_log& log, std::uint32_t partition, std::string body, std::string level) {
+  telemetry::message m = json_message(std::move(body));
+  m.properties.emplace_back("level", std::move(level));
+  std::promise<void> done;
+  log.append(partition, telemetry::encode(m), [&done](result<storage::log_position>) { done.set_value(); });
+  done.get_future().get();
+}
+
+webhook_endpoint test_hook(std::uint32_t batch) {
+  webhook_endpoint ep;
+  ep.name = "hook";
+  ep.url = "https://127.0.0.1/in";
+  ep.batch_size = batch;
+  return ep;
+}
+
+}  // namespace
+
+TEST(routing_webhook, posts_batches_in_order_retries_transient_failures_and_skips_rejections) {
+  temp_dir dir;
+  auto log = open_log(dir.path / "hook", 2);
+  auto kv = storage::make_memory_kv();
+  for (int i = 0; i < 3; ++i) append_json(*log, 0, fmt::format(R"({{"n":{}}})", i), "critical");
+  append_json(*log, 1, R"({"n":100})", "info");
+
+  std::vector<webhook_request> seen;
+  // Partition 0's first batch: 503, network error, 429, then 200; partition 1's: 400 (skipped).
+  auto d = webhook_delivery::open(*log, *kv, test_hook(2), std::make_unique<scripted_transport>(std::vector<int>{503, 0, 429, 200, 400}, &seen));
+  ASSERT_TRUE(d.has_value());
+  webhook_delivery& w = **d;
+  EXPECT_EQ(w.step(), retry_delay(0));
+  EXPECT_EQ(w.step(), retry_delay(1));
+  EXPECT_EQ(w.step(), retry_delay(2));
+  EXPECT_EQ(w.cursor(0), 0);
+  EXPECT_EQ(w.step(), std::chrono::milliseconds(0));  // delivered
+  EXPECT_EQ(w.cursor(0), 2);
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[0].body, seen[3].body);  // the same batch again
+  auto body = json::parse(seen[3].body);
+  ASSERT_TRUE(body.has_value());
+  ASSERT_EQ(body->as_array().size(), 2u);
+  EXPECT_EQ(json::serialize(body->as_array()[0].at("Body")), R"({"n":0})");
+  EXPECT_EQ(body->as_array()[1].at("Properties").at("level").as_string(), "critical");
+  EXPECT_EQ(body->as_array()[0].at("SystemProperties").at("contentType").as_string(), "application/json");
+  EXPECT_EQ(seen[3].headers.at(2).second, "0-1");  // x-hubd-sequence
+  // Partitions take turns: partition 1 next (400: skipped as invalid), then partition 0's last.
+  EXPECT_EQ(w.step(), std::chrono::milliseconds(0));
+  EXPECT_EQ(w.cursor(1), 1);
+  EXPECT_EQ(w.stats().invalid, 1u);
+  EXPECT_EQ(w.step(), std::chrono::milliseconds(0));
+  EXPECT_EQ(w.cursor(0), 3);
+  EXPECT_EQ(w.step(), webhook_delivery::idle_poll);
+  EXPECT_EQ(seen.size(), 6u);
+  EXPECT_EQ(w.stats().delivered, 3u);
+  EXPECT_EQ(w.stats().failures, 3u);
+
+  // The cursor is in kv: a new worker (a restart) sends only what comes next.
+  append_json(*log, 0, R"({"n":3})", "critical");
+  std::vector<webhook_request> seen2;
+  auto again = webhook_delivery::open(*log, *kv, test_hook(10), std::make_unique<scripted_transport>(std::vector<int>{}, &seen2));
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ((*again)->cursor(0), 3);
+  EXPECT_EQ((*again)->cursor(1), 1);
+  EXPECT_EQ((*again)->step(), std::chrono::milliseconds(0));
+  EXPECT_EQ((*again)->step(), webhook_delivery::idle_poll);
+  ASSERT_EQ(seen2.size(), 1u);
+  EXPECT_NE(seen2[0].body.find(R"("Body":{"n":3})"), std::string::npos) << seen2[0].body;
+}
+
+TEST(routing_webhook, a_cursor_past_the_log_starts_over_and_the_thread_stops_promptly) {
+  temp_dir dir;
+  auto log = open_log(dir.path / "hook", 1);
+  auto kv = storage::make_memory_kv();
+  storage::write_batch b;
+  b.put(webhook_delivery::cursor_key("hook", 0), "42");  // an older log's cursor
+  ASSERT_TRUE(kv->write(b).has_value());
+  append_json(*log, 0, R"({"n":1})", "x");
+  std::vector<webhook_request> seen;
+  // Always failing: the thread sits in its backoff and must still stop at once.
+  auto d = webhook_delivery::open(*log, *kv, test_hook(1),
+                                  std::make_unique<scripted_transport>(std::vector<int>(100, 500), &seen));
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ((*d)->cursor(0), 0);
+  (*d)->start();
+  EXPECT_TRUE(eventually([&] { return (*d)->stats().failures >= 2; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  (*d)->stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+  EXPECT_EQ((*d)->cursor(0), 0);
+}
