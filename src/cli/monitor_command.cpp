@@ -16,6 +16,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct monitor_options {
+  std::string endpoint;
   std::string device;
   std::string module;
   std::string from = "now";
@@ -31,8 +32,19 @@ extern "C" void on_stop_signal(int) { stop_requested.store(true); }
 
 int run_monitor(const std::string& data_dir, const monitor_options& o) {
   const fs::path dir = data_dir.empty() ? server::default_data_dir() : fs::path(data_dir);
-  // hubd keeps the event log in DIR/events (p0, p1, ... of segment files).
-  const fs::path events = dir / "events";
+  // hubd keeps the event log in DIR/events (p0, p1, ... of segment files), a custom routing
+  // endpoint's in DIR/endpoints/<name>.
+  if (!o.endpoint.empty() && (o.endpoint.find('/') != std::string::npos || o.endpoint == "." || o.endpoint == "..")) {
+    fmt::print(stderr, "hubctl: --endpoint: '{}' is not an endpoint name\n", o.endpoint);
+    return 2;
+  }
+  const bool builtin = o.endpoint.empty() || o.endpoint == "events";
+  const fs::path events = builtin ? dir / "events" : dir / "endpoints" / o.endpoint;
+  std::error_code ec;
+  if (!builtin && !fs::is_directory(events, ec)) {
+    fmt::print(stderr, "hubctl: no endpoint '{}' in {} (no folder {})\n", o.endpoint, dir.string(), events.string());
+    return 1;
+  }
   const auto from = o.from == "start" ? monitor::start_at::earliest : monitor::start_at::latest;
   auto src = monitor::open_log_source(events.string(), from);
   if (!src) {
@@ -64,7 +76,10 @@ void add_monitor_command(CLI::App& app, const std::string& data_dir, std::functi
   auto* cmd = app.add_subcommand(
       "monitor-events",
       "Show device-to-cloud messages as hubd stored them (like `az iot hub monitor-events`).\n"
-      "Reads the event log in DIR/events without changing it; works while hubd runs.");
+      "Reads the event log in DIR/events (--endpoint: DIR/endpoints/NAME) without changing it; works while hubd runs.");
+  cmd->add_option("--endpoint,-e", o->endpoint,
+                  "A custom routing endpoint's log (DIR/endpoints/NAME) instead of the built-in events")
+      ->type_name("NAME");
   cmd->add_option("--device,-d", o->device, "Only messages of this device ('*' and '?' match any)")->type_name("ID");
   cmd->add_option("--module,-m", o->module, "Only messages of this module ('*' and '?' match any)")->type_name("ID");
   cmd->add_option("--from", o->from, "now: only new messages; start: every retained message first")

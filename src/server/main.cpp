@@ -198,7 +198,7 @@ int run(const config& cfg) {
   // The Event Hubs-compatible endpoint reads the same log; its receivers wait on this watch.
   amqp_head::partition_watch event_watch(**events);
   event_watch.set_consumer_groups(cfg.consumer_groups);
-  routing_endpoints endpoints = open_routing(cfg, layout, hub_name, **events, event_watch, clk);
+  routing_endpoints endpoints = open_routing(cfg, layout, hub_name, **events, event_watch, clk, **kv);
   if (auto installed = routing.install(std::move(endpoints.table), endpoints.table_logs(**events)); !installed)
     throw startup_error("routing: " + installed.error().message);
   // The admin API's replacements go to the routing file first (DIR/routing.json without --routing).
@@ -263,6 +263,9 @@ int run(const config& cfg) {
     }
   });
 
+  // Webhook endpoints: each worker POSTs its endpoint's log from its cursor on its own thread.
+  for (const auto& w : endpoints.webhooks) w->start();
+
   listener_options opts;
   opts.addresses = cfg.listen;
   opts.ports = {{"https", cfg.https_port}, {"mqtt", cfg.mqtt_port}, {"amqp", cfg.amqp_port}};
@@ -291,6 +294,7 @@ int run(const config& cfg) {
   // telemetry completions post there harmlessly. Drain the log now, while that is still true, and
   // settle any direct method that started after on_stopping (their completions post there too).
   routing.stop();  // its queued events go to the logs first
+  for (const auto& w : endpoints.webhooks) w->stop();  // cancels a POST in flight: its batch goes again next start
   (*events)->close();
   for (const auto& l : endpoints.logs) l->close();
   methods.shutdown();

@@ -1,6 +1,7 @@
 #include "server/routing_setup.hpp"
 
 #include "base/text.hpp"
+#include "server/webhook_client.hpp"
 
 #include <fmt/format.h>
 
@@ -69,7 +70,8 @@ fs::path routing_file(const config& cfg, const data_layout& layout) {
 }
 
 routing_endpoints open_routing(const config& cfg, const data_layout& layout, const std::string& hub_name,
-                               storage::event_log& events, amqp_head::partition_watch& event_watch, const clock& clk) {
+                               storage::event_log& events, amqp_head::partition_watch& event_watch, const clock& clk,
+                               storage::kv& kv) {
   routing_endpoints out;
   out.event_hubs.push_back(amqp_head::event_hub{hub_name, &events, &event_watch});
   const fs::path file = routing_file(cfg, layout);
@@ -108,6 +110,12 @@ routing_endpoints open_routing(const config& cfg, const data_layout& layout, con
     if (!writer)
       throw startup_error(fmt::format("storage endpoint '{}': {}", st.name, writer.error().message));
     out.writers.push_back(std::move(*writer));
+  }
+  for (const auto& hook : out.configuration.webhooks) {
+    auto& log = out.logs.emplace_back(open_endpoint_log(cfg, layout.endpoint(hook.name)));
+    auto worker = routing::webhook_delivery::open(*log, kv, hook, make_webhook_client(hook, fs::absolute(file).parent_path()));
+    if (!worker) throw startup_error(fmt::format("webhook endpoint '{}': {}", hook.name, worker.error().message));
+    out.webhooks.push_back(std::move(*worker));
   }
   return out;
 }

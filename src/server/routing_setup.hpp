@@ -2,17 +2,19 @@
 // hubd's message routing as `--routing FILE` configures it: the file read and checked (IoT Hub's
 // rules, every condition compiled; a failure names the route and the position), each custom
 // endpoint's event log opened under DIR/endpoints/<name> with the hub's partition count, the
-// storage endpoints' file writers, and the event hubs the AMQP head serves by name (the built-in
+// storage endpoints' file writers, the webhook endpoints' delivery workers (cursors in kv), and the event hubs the AMQP head serves by name (the built-in
 // one under the hub's Event Hub-compatible name, then each Event Hubs endpoint under its own).
 //
 // Startup only: failures throw startup_error. Owned by hubd's main for the process's life.
 #include "domain/routing/config.hpp"
 #include "domain/routing/file_writer.hpp"
 #include "domain/routing/table.hpp"
+#include "domain/routing/webhook.hpp"
 #include "heads/amqp/partition_watch.hpp"
 #include "server/config.hpp"
 #include "server/files.hpp"
 #include "storage/event_log.hpp"
+#include "storage/kv.hpp"
 
 #include <memory>
 #include <string>
@@ -32,6 +34,8 @@ struct routing_endpoints {
   std::vector<std::unique_ptr<routing::file_writer>> writers;
   std::vector<std::unique_ptr<amqp_head::partition_watch>> watches;
   std::vector<amqp_head::event_hub> event_hubs;  // the built-in one first
+  // The webhook endpoints' delivery workers (not started: hubd's main starts and stops them).
+  std::vector<std::unique_ptr<routing::webhook_delivery>> webhooks;
 
   // Every endpoint's log, `events` first: what routing::service::install takes.
   std::vector<storage::event_log*> table_logs(storage::event_log& events) const;
@@ -46,6 +50,7 @@ routing::limits routing_limits(const config& cfg);
 // Reads the routing file (none: the default configuration, no custom endpoints). `events` and
 // `event_watch` are the built-in endpoint's.
 routing_endpoints open_routing(const config& cfg, const data_layout& layout, const std::string& hub_name,
-                               storage::event_log& events, amqp_head::partition_watch& event_watch, const clock& clk);
+                               storage::event_log& events, amqp_head::partition_watch& event_watch, const clock& clk,
+                               storage::kv& kv);
 
 }  // namespace hub::server

@@ -83,7 +83,7 @@ struct webhook_endpoint {
   std::string target = "/";  // path and query
   std::uint32_t batch_size = 1;  // messages per POST, 1..100 (one partition's, in order)
   std::vector<std::pair<std::string, std::string>> headers;  // extra request headers, as given
-  std::string ca_file;  // PEM file of the CAs trusted for the server (relative: to the data folder); empty: the system store
+  std::string ca_file;  // PEM file of the CAs trusted for the server (relative: to the routing file's folder); empty: the system store
 };
 
 struct config {
