@@ -147,9 +147,13 @@ result<std::shared_ptr<segment>> load_segment(const fs::path& path, bool is_last
   return seg;
 }
 
+// One append: a single record (`data`, `done`) or a batch (`batch`, `batch_done`).
 struct pending_append {
   std::string data;
   event_log::append_callback done;
+  std::vector<std::string> batch;
+  event_log::batch_callback batch_done;
+  bool is_batch = false;
 };
 
 }  // namespace
@@ -172,6 +176,8 @@ struct event_log::impl {
   std::vector<std::unique_ptr<partition>> parts;
   std::mutex listener_mutex;
   durable_listener listener;
+  // Scratch of commit(); thread_local because each partition's writer commits on its own thread.
+  static thread_local std::vector<log_position> positions_;
 
   result<void> load(partition& p) {
     std::error_code ec;
@@ -244,16 +250,23 @@ struct event_log::impl {
     const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                     std::chrono::system_clock::now().time_since_epoch()).count();
     const std::int64_t ms = std::max(now_ms, p.last_ms);
-    std::vector<log_position> positions;
-    positions.reserve(batch.size());
-    for (const auto& a : batch) {
-      segment_file::append_record(buf, seq, ms, a.data);
+    std::vector<log_position>& positions = positions_;
+    positions.clear();
+    auto add = [&](const std::string& data) {
+      segment_file::append_record(buf, seq, ms, data);
       if (count % index_every == 0) new_index.push_back({seq, pos, ms});
       positions.push_back({seq, seg->offset_at(pos), ms});
       last_pos = pos;
-      pos += record_overhead + a.data.size();
+      pos += record_overhead + data.size();
       ++seq;
       ++count;
+    };
+    for (const auto& a : batch) {
+      if (a.is_batch) {
+        for (const auto& r : a.batch) add(r);
+      } else {
+        add(a.data);
+      }
     }
     if (!write_all(seg->fd, buf.data(), buf.size()) || (options.sync && ::fdatasync(seg->fd) != 0)) {
       auto err = io_error("cannot write", seg->path.string());
@@ -276,8 +289,19 @@ struct event_log::impl {
       seg->index.insert(seg->index.end(), new_index.begin(), new_index.end());
       p.last_ms = ms;
     }
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (batch[i].done) batch[i].done(positions[i]);
+    std::size_t at = 0;
+    for (auto& a : batch) {
+      if (a.is_batch) {
+        const std::size_t n = a.batch.size();
+        if (a.batch_done) {
+          a.batch_done(std::vector<log_position>(positions.begin() + static_cast<std::ptrdiff_t>(at),
+                                                 positions.begin() + static_cast<std::ptrdiff_t>(at + n)));
+        }
+        at += n;
+      } else {
+        if (a.done) a.done(positions[at]);
+        ++at;
+      }
     }
     std::scoped_lock lock(listener_mutex);
     if (listener) listener(p.id, last_seq);
@@ -285,7 +309,11 @@ struct event_log::impl {
 
   static void fail_all(std::vector<pending_append>& batch, const error& e) {
     for (auto& a : batch) {
-      if (a.done) a.done(e);
+      if (a.is_batch) {
+        if (a.batch_done) a.batch_done(e);
+      } else if (a.done) {
+        a.done(e);
+      }
     }
   }
 
@@ -295,6 +323,8 @@ struct event_log::impl {
     return {p.segments.begin(), p.segments.end()};
   }
 };
+
+thread_local std::vector<log_position> event_log::impl::positions_;
 
 event_log::event_log(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
@@ -333,15 +363,55 @@ void event_log::append(std::uint32_t partition, std::string data, append_callbac
     return;
   }
   auto& p = *impl_->parts[partition];
+  bool wake = false;
   {
     std::scoped_lock lock(p.queue_mutex);
     if (p.stopping) {
       if (done) done(make_error(errc::service_unavailable, "event log: closed"));
       return;
     }
-    p.queue.push_back({std::move(data), std::move(done)});
+    pending_append a;
+    a.data = std::move(data);
+    a.done = std::move(done);
+    wake = p.queue.empty();
+    p.queue.push_back(std::move(a));
   }
-  p.queue_cv.notify_one();
+  // The writer waits only on an empty queue; a non-empty one it takes on its next round.
+  if (wake) p.queue_cv.notify_one();
+}
+
+void event_log::append(std::uint32_t partition, std::vector<std::string> records, batch_callback done) {
+  if (partition >= impl_->parts.size()) {
+    if (done) done(make_error(errc::argument_invalid, "event log: no such partition"));
+    return;
+  }
+  if (records.empty()) {
+    if (done) done(std::vector<log_position>{});
+    return;
+  }
+  for (const auto& r : records) {
+    if (r.size() > impl_->options.max_record_bytes) {
+      if (done) done(make_error(errc::message_too_large, "event log: record larger than allowed"));
+      return;
+    }
+  }
+  auto& p = *impl_->parts[partition];
+  bool wake = false;
+  {
+    std::scoped_lock lock(p.queue_mutex);
+    if (p.stopping) {
+      if (done) done(make_error(errc::service_unavailable, "event log: closed"));
+      return;
+    }
+    pending_append a;
+    a.batch = std::move(records);
+    a.batch_done = std::move(done);
+    a.is_batch = true;
+    wake = p.queue.empty();
+    p.queue.push_back(std::move(a));
+  }
+  // The writer waits only on an empty queue; a non-empty one it takes on its next round.
+  if (wake) p.queue_cv.notify_one();
 }
 
 result<std::vector<log_record>> event_log::read(std::uint32_t partition, std::int64_t from_sequence,

@@ -56,6 +56,8 @@ struct partition_stats {
 class event_log {
  public:
   using append_callback = std::function<void(result<log_position>)>;
+  // The positions of a batch's records, in the order given (consecutive sequence numbers).
+  using batch_callback = std::function<void(result<std::vector<log_position>>)>;
   using durable_listener = std::function<void(std::uint32_t partition, std::int64_t last_sequence)>;
 
   static result<std::unique_ptr<event_log>> open(const log_options& options);
@@ -69,6 +71,12 @@ class event_log {
   // writer stamps the enqueued time at commit, never earlier than the partition's previous
   // record, so enqueued times are monotonic along sequence numbers.
   void append(std::uint32_t partition, std::string data, append_callback done);
+
+  // Queues `records` as one unit: they get consecutive sequence numbers in this order (nothing
+  // of another append lands between them), are written in the same group commit, and `done`
+  // runs once, after they are all durable, with their positions, or with the error that failed
+  // the whole batch (none of it is then in the log). An empty batch completes at once.
+  void append(std::uint32_t partition, std::vector<std::string> records, batch_callback done);
 
   // Records with sequence >= from_sequence, at most max_records and (past the first) max_bytes.
   result<std::vector<log_record>> read(std::uint32_t partition, std::int64_t from_sequence, std::size_t max_records,

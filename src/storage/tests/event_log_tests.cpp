@@ -230,3 +230,108 @@ TEST(event_log, a_segment_whose_creation_was_interrupted_is_ignored) {
   EXPECT_EQ(append_sync(**log, 0, "next").sequence, 1);
   EXPECT_FALSE(fs::exists(d.path / "p0" / "00000000000000000001.seg.tmp"));
 }
+
+namespace {
+hub::result<std::vector<log_position>> append_batch_sync(event_log& log, std::uint32_t p, std::vector<std::string> rs) {
+  std::promise<hub::result<std::vector<log_position>>> done;
+  log.append(p, std::move(rs), [&](hub::result<std::vector<log_position>> r) { done.set_value(std::move(r)); });
+  return done.get_future().get();
+}
+}  // namespace
+
+TEST(event_log, a_batch_gets_consecutive_positions_in_order) {
+  temp_dir d;
+  auto log = std::move(*event_log::open(opts(d)));
+  append_sync(*log, 0, "before");
+  auto r = append_batch_sync(*log, 0, {"a", "bb", "ccc"});
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->size(), 3u);
+  const auto after = append_sync(*log, 0, "after");
+  auto recs = log->read(0, 0, 10);
+  ASSERT_TRUE(recs.has_value());
+  ASSERT_EQ(recs->size(), 5u);
+  const std::vector<std::string> want{"before", "a", "bb", "ccc", "after"};
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ((*r)[i].sequence, static_cast<std::int64_t>(i + 1));
+    EXPECT_EQ((*r)[i].offset, (*recs)[i + 1].offset);
+    EXPECT_EQ((*r)[i].enqueued_ms, (*recs)[i + 1].enqueued_ms);
+  }
+  for (std::size_t i = 0; i < want.size(); ++i) EXPECT_EQ((*recs)[i].data, want[i]);
+  EXPECT_EQ(after.sequence, 4);
+  EXPECT_TRUE(append_batch_sync(*log, 1, {})->empty());  // empty batch: done at once
+  EXPECT_TRUE(log->stats(1).empty);
+}
+
+TEST(event_log, batches_from_many_threads_stay_whole_and_in_order) {
+  temp_dir d;
+  auto log = std::move(*event_log::open(opts(d, 1)));
+  constexpr int threads = 4, batches = 100, per_batch = 7;
+  std::atomic<int> acked{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int b = 0; b < batches; ++b) {
+        std::vector<std::string> rs;
+        for (int i = 0; i < per_batch; ++i) rs.push_back(std::to_string(t) + ":" + std::to_string(b * per_batch + i));
+        log->append(0, std::move(rs), [&](hub::result<std::vector<log_position>> r) {
+          if (r && r->size() == per_batch && (*r)[per_batch - 1].sequence == (*r)[0].sequence + per_batch - 1) ++acked;
+        });
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  log->close();
+  EXPECT_EQ(acked.load(), threads * batches);
+  auto recs = log->read(0, 0, 100000, 1 << 30);
+  ASSERT_TRUE(recs.has_value());
+  ASSERT_EQ(recs->size(), static_cast<std::size_t>(threads * batches * per_batch));
+  std::vector<int> next(threads, 0);
+  for (std::size_t i = 0; i < recs->size(); ++i) {
+    const auto& r = (*recs)[i];
+    const int t = std::stoi(r.data.substr(0, r.data.find(':')));
+    const int n = std::stoi(r.data.substr(r.data.find(':') + 1));
+    EXPECT_EQ(n, next[t]++);
+    // A batch is never interleaved with another: its records are adjacent.
+    if (n % per_batch != 0) EXPECT_EQ(std::stoi((*recs)[i - 1].data.substr(0, (*recs)[i - 1].data.find(':'))), t);
+  }
+}
+
+TEST(event_log, one_bad_record_fails_the_whole_batch_and_nothing_is_written) {
+  temp_dir d;
+  auto o = opts(d);
+  o.max_record_bytes = 8;
+  auto log = std::move(*event_log::open(o));
+  auto r = append_batch_sync(*log, 0, {"ok", "far too long", "ok"});
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, hub::errc::message_too_large);
+  EXPECT_TRUE(log->stats(0).empty);
+  EXPECT_FALSE(append_batch_sync(*log, 7, {"x"}).has_value());  // no such partition
+  log->close();
+  auto closed = append_batch_sync(*log, 0, {"x"});
+  ASSERT_FALSE(closed.has_value());
+  EXPECT_EQ(closed.error().code, hub::errc::service_unavailable);
+}
+
+TEST(event_log, a_batch_is_done_only_once_written_and_survives_reopen) {
+  temp_dir d;
+  std::vector<std::int64_t> seen_at_done;
+  {
+    auto log = std::move(*event_log::open(opts(d)));
+    std::promise<void> done;
+    log->append(1, std::vector<std::string>{"x", "y"}, [&](hub::result<std::vector<log_position>> r) {
+      ASSERT_TRUE(r.has_value());
+      // By the time done runs the batch is committed: readable, and in the partition's stats.
+      seen_at_done.push_back(log->stats(1).last_sequence);
+      auto recs = log->read(1, 0, 10);
+      seen_at_done.push_back(recs ? static_cast<std::int64_t>(recs->size()) : -1);
+      done.set_value();
+    });
+    done.get_future().get();
+  }
+  EXPECT_EQ(seen_at_done, (std::vector<std::int64_t>{1, 2}));
+  auto log = std::move(*event_log::open(opts(d)));
+  auto recs = log->read(1, 0, 10);
+  ASSERT_TRUE(recs.has_value());
+  ASSERT_EQ(recs->size(), 2u);
+  EXPECT_EQ((*recs)[1].data, "y");
+}
