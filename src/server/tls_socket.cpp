@@ -118,7 +118,20 @@ asio::awaitable<std::size_t> tls_socket::read_some(asio::mutable_buffer buf, err
     errno = 0;
     std::size_t n = 0;
     const int r = SSL_read_ex(ssl_, buf.data(), buf.size(), &n);
-    if (r == 1) co_return n;
+    if (r == 1) {
+      // SSL_read returns one TLS record at a time, and devices send a record per packet: take
+      // every record read-ahead already holds, so that one read gives the session every packet
+      // that arrived (one batch of publishes for the log, one write of their PUBACKs). Stops at
+      // the first call that would wait or fails; the next read_some reports that.
+      while (n < buf.size() && SSL_has_pending(ssl_) == 1) {
+        ERR_clear_error();
+        errno = 0;
+        std::size_t more = 0;
+        if (SSL_read_ex(ssl_, static_cast<char*>(buf.data()) + n, buf.size() - n, &more) != 1) break;
+        n += more;
+      }
+      co_return n;
+    }
     const step s = classify(r, ec);
     if (s == step::failed) co_return 0;
     ec = co_await wait(s);

@@ -102,6 +102,27 @@ void service::route(const telemetry::message& m, std::uint32_t partition, done_f
   deliver(*st, source::device_messages, m, std::move(done));
 }
 
+void service::route_batch(const std::vector<telemetry::message>& ms, std::uint32_t partition,
+                          std::function<void(result<void>)> done) {
+  const state* st = current_.load(std::memory_order_acquire);
+  if (!st->routes->passthrough()) {
+    telemetry::router::route_batch(ms, partition, std::move(done));
+    return;
+  }
+  std::vector<std::string> records;
+  records.reserve(ms.size());
+  for (const auto& m : ms) records.push_back(telemetry::encode(m));
+  st->logs[0]->append(partition, std::move(records),
+                      [done = std::move(done)](result<std::vector<storage::log_position>> r) {
+                        if (!done) return;
+                        if (!r) {
+                          done(r.error());
+                        } else {
+                          done(result<void>{});
+                        }
+                      });
+}
+
 void service::deliver(const state& st, source s, const telemetry::message& m, done_fn done) {
   const table& t = *st.routes;
   message_view view(m, to_iso8601(clock_.now()), &twins_);

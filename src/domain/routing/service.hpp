@@ -69,6 +69,9 @@ class service final : public telemetry::router {
 
   // telemetry::router.
   void route(const telemetry::message& m, std::uint32_t partition, done_fn done) override;
+  // With no routes (passthrough), one batch append to `events`; otherwise message by message.
+  void route_batch(const std::vector<telemetry::message>& ms, std::uint32_t partition,
+                   std::function<void(result<void>)> done) override;
 
   // System events (fire and forget): what the twins service, the registry and the connection
   // table report, as the composition root connects them.

@@ -10,6 +10,7 @@
 #include "storage/event_log.hpp"
 
 #include <functional>
+#include <vector>
 
 namespace hub::telemetry {
 
@@ -30,6 +31,10 @@ class router {
   // some log's writer thread), or at once when it goes nowhere.
   virtual void route(const message& m, std::uint32_t partition,
                      std::function<void(result<storage::log_position>)> done) = 0;
+  // Several messages of one device (one partition), in order: `done` runs once, when all are
+  // durable everywhere they go, or with the first failure. The default routes them one by one.
+  virtual void route_batch(const std::vector<message>& ms, std::uint32_t partition,
+                           std::function<void(result<void>)> done);
 };
 
 class service {
@@ -44,6 +49,12 @@ class service {
 
   // MessageTooLarge (done called at once) when billed_size exceeds the limit.
   void send(const message& m, done_fn done);
+
+  // Messages of one device, in order (what one read of its connection brought): appended to its
+  // partition as one batch, `done` once, after all are durable. One message over the size
+  // limit fails the whole batch with MessageTooLarge (done called at once, nothing appended).
+  using batch_done_fn = std::function<void(result<void>)>;
+  void send_batch(const std::vector<message>& ms, batch_done_fn done);
 
   // Set before serving; not synchronised. Null: every message goes to the log (no routing).
   void set_router(router* r) noexcept { router_ = r; }

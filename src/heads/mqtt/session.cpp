@@ -143,7 +143,14 @@ class connection final : public messaging::device_link, public std::enable_share
   void on_publish(mqtt::publish& p);
   asio::awaitable<void> on_subscribe(const mqtt::subscribe& s);
   asio::awaitable<void> on_unsubscribe(const mqtt::unsubscribe& u);
-  void on_durable(ack_queue::ticket ticket, std::size_t bytes, const std::optional<error>& failure);
+  // The telemetry of one read goes to the log as one batch (one device: one partition, order
+  // kept) with one completion, posted back once; its PUBACKs go out in one write.
+  struct batch_entry {
+    ack_queue::ticket ticket = 0;
+    std::size_t bytes = 0;
+  };
+  void send_telemetry_batch();
+  void on_durable_batch(const std::vector<batch_entry>& entries, const std::optional<error>& failure);
   // A publish waiting in acks_ is done: its PUBACK (and those it held back) go out, and reading
   // resumes if flow control paused it.
   void complete_publish(ack_queue::ticket ticket, std::size_t bytes);
@@ -231,6 +238,8 @@ class connection final : public messaging::device_link, public std::enable_share
   ack_queue acks_;
   std::size_t in_flight_bytes_ = 0;
   std::vector<std::uint16_t> ready_;  // scratch for ack_queue::complete
+  std::vector<telemetry::message> batch_;      // telemetry of the read being handled
+  std::vector<batch_entry> batch_entries_;     // their tickets, same order
 
   // Cloud-to-device: the QoS of the devicebound subscription (none: not subscribed, or a module),
   // the messages out, and the PUBACKed ones whose completion is not yet on its way (one pool call
@@ -338,16 +347,19 @@ asio::awaitable<void> connection::handle(std::vector<mqtt::event>& events) {
     mqtt::event& ev = events[i];
     if (auto* received = std::get_if<mqtt::packet_received>(&ev)) {
       if (const auto* c = std::get_if<mqtt::connect>(&received->pkt)) {
+        send_telemetry_batch();  // before anything that waits, in order
         co_await on_connect(*c);
         continue;
       }
       // The session store writes storage: both hop to the blocking pool, and the next packet
       // waits, so the acknowledgements come after the write, in order.
       if (const auto* sub = std::get_if<mqtt::subscribe>(&received->pkt)) {
+        send_telemetry_batch();  // before anything that waits, in order
         co_await on_subscribe(*sub);
         continue;
       }
       if (const auto* unsub = std::get_if<mqtt::unsubscribe>(&received->pkt)) {
+        send_telemetry_batch();  // before anything that waits, in order
         co_await on_unsubscribe(*unsub);
         continue;
       }
@@ -361,6 +373,7 @@ asio::awaitable<void> connection::handle(std::vector<mqtt::event>& events) {
       on_codec_close(*closing);
     }
   }
+  send_telemetry_batch();
   if (!c2d_acked_.empty()) {
     // Every PUBACK of this read in one pool call; the window has room again.
     settle_c2d(c2d_settlement{std::move(c2d_acked_), {}, {}});
@@ -445,13 +458,10 @@ void connection::on_publish(mqtt::publish& p) {
       const ack_queue::ticket ticket = acks_.push(ack_id);
       const std::size_t bytes = d.message.body.size();
       in_flight_bytes_ += bytes;
-      // The completion runs on the log's writer thread, in append order for this device's
-      // partition; the ack queue keeps PUBACKs in PUBLISH order whatever happens.
-      ctx_.svc.telemetry.send(d.message, [self = shared_from_this(), ticket, bytes](result<storage::log_position> r) {
-        std::optional<error> failure;
-        if (!r) failure = r.error();
-        asio::post(self->ex_, [self, ticket, bytes, failure = std::move(failure)] { self->on_durable(ticket, bytes, failure); });
-      });
+      // Sent with the rest of this read's telemetry at the end of handle() (send_telemetry_batch);
+      // the ack queue keeps PUBACKs in PUBLISH order whatever happens.
+      batch_.push_back(std::move(d.message));
+      batch_entries_.push_back({ticket, bytes});
       return;
     }
     case publish_decision::action::twin: {
@@ -497,17 +507,32 @@ void connection::acknowledge_now(std::uint16_t packet_id) {
   kick_writer();
 }
 
-void connection::on_durable(ack_queue::ticket ticket, std::size_t bytes, const std::optional<error>& failure) {
-  in_flight_bytes_ -= bytes;
+void connection::send_telemetry_batch() {
+  if (batch_.empty()) return;
+  // The completion runs on the log's writer thread once the whole batch is durable.
+  ctx_.svc.telemetry.send_batch(batch_, [self = shared_from_this(), entries = std::move(batch_entries_)](
+                                            result<void> r) mutable {
+    std::optional<error> failure;
+    if (!r) failure = r.error();
+    asio::post(self->ex_, [self, entries = std::move(entries), failure = std::move(failure)] {
+      self->on_durable_batch(entries, failure);
+    });
+  });
+  batch_.clear();
+  batch_entries_.clear();
+}
+
+void connection::on_durable_batch(const std::vector<batch_entry>& entries, const std::optional<error>& failure) {
+  for (const auto& e : entries) in_flight_bytes_ -= e.bytes;
   if (closed_) return;
   if (failure) {
-    // IoT Hub closes the connection on a message over its size limit; the SDK checks the size
-    // first, so this is rare. A storage failure leaves the message unacknowledged: the device
-    // sends it again after reconnecting.
     end(fmt::format("message not stored: {}", failure->message));
     return;
   }
-  complete_publish(ticket, 0);
+  ready_.clear();
+  for (const auto& e : entries) acks_.complete(e.ticket, ready_);
+  for (std::uint16_t id : ready_) mqtt::encode(mqtt::puback{id}, out_);
+  kick_writer();
 }
 
 void connection::complete_publish(ack_queue::ticket ticket, std::size_t bytes) {
