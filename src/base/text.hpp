@@ -21,6 +21,11 @@ std::string_view trim(std::string_view s) noexcept;
 // Splits on sep; empty pieces are kept.
 std::vector<std::string_view> split(std::string_view s, char sep);
 
+// The text with every byte that does not start a valid UTF-8 sequence (overlong forms,
+// surrogates and code points past U+10FFFF are invalid) replaced by U+FFFD, so peer-chosen bytes
+// can go into JSON, which must be UTF-8.
+std::string valid_utf8(std::string_view s);
+
 // Parses a decimal integer that fills the whole string.
 std::optional<long long> parse_int(std::string_view s) noexcept;
 

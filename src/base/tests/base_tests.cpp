@@ -171,6 +171,16 @@ TEST(text, parse_int_needs_the_whole_string) {
   EXPECT_FALSE(text::parse_int("99999999999999999999"));  // overflow
 }
 
+TEST(text, valid_utf8_replaces_what_is_not) {
+  EXPECT_EQ(text::valid_utf8("plain ascii"), "plain ascii");
+  EXPECT_EQ(text::valid_utf8("caf\xC3\xA9 \xF0\x9F\x98\x80"), "caf\xC3\xA9 \xF0\x9F\x98\x80");
+  EXPECT_EQ(text::valid_utf8("GM\x8ET"), "GM\xEF\xBF\xBDT");                 // a lone continuation byte
+  EXPECT_EQ(text::valid_utf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");        // overlong '/'
+  EXPECT_EQ(text::valid_utf8("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // a surrogate
+  EXPECT_EQ(text::valid_utf8("\xE2\x82"), "\xEF\xBF\xBD\xEF\xBF\xBD");        // cut short
+  EXPECT_EQ(text::valid_utf8(std::string_view("a\0b", 3)), std::string("a\0b", 3));
+}
+
 // --- clock ------------------------------------------------------------------------------------
 
 TEST(clock, to_iso8601_has_seven_fraction_digits_and_z) {
@@ -208,6 +218,16 @@ TEST(json, malformed_text_is_iothub_format_error) {
     ASSERT_FALSE(v.has_value()) << bad;
     EXPECT_EQ(v.error().code, errc::iothub_format_error) << bad;
   }
+}
+
+TEST(json, numbers_past_the_double_range_are_refused) {
+  // Boost.JSON would read them as infinity and write "Infinity", which is not JSON.
+  for (std::string_view bad : {"1e999", "[-1e400]", R"({"a":{"b":101e30801}})"}) {
+    auto v = json::parse(bad);
+    ASSERT_FALSE(v.has_value()) << bad;
+    EXPECT_EQ(v.error().code, errc::iothub_format_error) << bad;
+  }
+  EXPECT_TRUE(json::parse("[1e308, -1.7976931348623157e308, 1e-400, 18446744073709551616]").has_value());
 }
 
 TEST(json, depth_is_bounded) {

@@ -6,6 +6,7 @@
 // always "ErrorCode:<Name>;<non-empty text>".
 #include "base/crypto.hpp"
 #include "base/json.hpp"
+#include "base/text.hpp"
 #include "heads/http/router.hpp"
 
 #include <boost/json/object.hpp>
@@ -63,9 +64,11 @@ int http_status(errc e) noexcept {
 namespace {
 
 // The text after "ErrorCode:<Name>;" is what SDK users read. It must be non-empty (else the
-// SDK drops the code) and free of ';' (the SDK keeps only the piece before the next one).
+// SDK drops the code) and free of ';' (the SDK keeps only the piece before the next one). It may
+// quote what the caller sent (a method, an id from the path), so it is made valid UTF-8: the
+// body is JSON (found by fuzz_http).
 std::string user_text(const error& e) {
-  std::string text = e.message.empty() ? std::string(error_name(e.code)) : e.message;
+  std::string text = e.message.empty() ? std::string(error_name(e.code)) : text::valid_utf8(e.message);
   for (auto& c : text) {
     if (c == ';') c = ',';
   }

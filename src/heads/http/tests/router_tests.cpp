@@ -323,6 +323,11 @@ TEST_F(router_test, unknown_paths_and_verbs) {
   EXPECT_EQ(header_of(r, "Allow").value_or(""), "GET, POST");
   // Unknown routes answer 404 before any credential is looked at.
   expect_error(call("GET", "/nothing", {}, {}, std::string{}), 404, "NotFound");
+  // What the caller sent is quoted in valid UTF-8, so the body stays JSON (found by fuzz_http).
+  r = call("GM\x8eT", std::string("/devices/d1") + api);
+  expect_error(r, 405, "MethodNotAllowed");
+  EXPECT_NE(body_of(r).at("Message").as_string().find("GM\xEF\xBF\xBDT"), boost::json::string::npos) << r.body;
+  expect_error(call("GET", std::string("/devices/%FF%FE/unknown") + api), 404, "NotFound");
 }
 
 TEST_F(router_test, api_version_is_ignored) {
