@@ -278,7 +278,10 @@ result<std::uint64_t> service::send(std::string_view device_id, outgoing m) {
   std::uint64_t seq = 0;
   {
     std::scoped_lock lock(mutex_);
-    auto [qit, created] = queues_.try_emplace(std::string(device_id));
+    // Not a structured binding: clang 14 (the fuzz preset) cannot capture one in a lambda.
+    const auto emplaced = queues_.try_emplace(std::string(device_id));
+    const auto qit = emplaced.first;
+    const bool created = emplaced.second;
     queue& q = qit->second;
     // Drops the queue entry this call made if the message does not go in.
     const auto undo = [&] {

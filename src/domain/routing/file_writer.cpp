@@ -110,7 +110,8 @@ std::vector<std::pair<std::string, std::string>> storage_system_properties(const
 std::vector<std::pair<std::string, std::string>> storage_properties(const telemetry::message& m) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& [k, v] : m.properties) {
-    const bool seen = std::any_of(out.begin(), out.end(), [&](const auto& p) { return p.first == k; });
+    const std::string& key = k;  // clang 14 (the fuzz preset) cannot capture a structured binding
+    const bool seen = std::any_of(out.begin(), out.end(), [&](const auto& p) { return p.first == key; });
     if (!seen) out.emplace_back(k, property_text(v));
   }
   return out;
