@@ -3,14 +3,18 @@
 #   make test    install what is missing, build the ci preset and run every test (unit + compat)
 #   make bench   hubd against mosquitto with the same load generator (bench/run.sh)
 #   make bench-micro   Google Benchmark micro benchmarks of the per-message path (release preset)
+#   make fuzz-run  build the libFuzzer targets (fuzz preset: clang 14, ASan+UBSan) and run each
+#                  for SECONDS (default 60), one at a time; TARGETS="fuzz_sas fuzz_http" picks some
 # Variables: DATA (hubd's data folder, default ./hubd-data), HUBD_ARGS (more hubd flags, e.g.
 # "--hostname myhub.local"), CTEST_ARGS (e.g. "-L compat" or "-R registry").
 
 DATA ?= ./hubd-data
 HUBD_ARGS ?=
 CTEST_ARGS ?=
+SECONDS ?= 60
+TARGETS ?=
 
-.PHONY: deps build run test bench bench-quick bench-micro clean
+.PHONY: deps build run test bench bench-quick bench-micro fuzz-run clean
 
 deps:
 	scripts/install-deps
@@ -42,6 +46,10 @@ bench-quick: deps
 bench-micro: deps build/release/CMakeCache.txt
 	cmake --build --preset release --target hubd-micro
 	build/release/bench/micro/hubd-micro
+
+# Every libFuzzer target for SECONDS each (scripts/fuzz.sh; results go in docs/fuzzing.md).
+fuzz-run: deps
+	scripts/fuzz.sh $(SECONDS) $(TARGETS)
 
 clean:
 	rm -rf build

@@ -1,7 +1,7 @@
 // libFuzzer target for the query language: arbitrary text must never crash, hang, overflow the
 // stack or read out of bounds, whether it is parsed as a query or as a route condition. A failed
 // parse is ArgumentInvalid; a query that compiles is run over a few twins and every row it
-// returns must serialise. A condition that compiles must agree with itself: NOT (c) is the
+// returns must serialise to JSON that parses again. A condition that compiles must agree with itself: NOT (c) is the
 // negation of c (undefined staying undefined), and a COUNT() query with WHERE c counts exactly
 // the documents c matches.
 #include "base/json.hpp"
@@ -46,7 +46,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto out = hub::query::run(*q, [&]() -> const boost::json::object* {
       return i < docs.size() ? &docs[i++].get_object() : nullptr;
     });
-    for (const auto& row : out) (void)hub::json::serialize(row);
+    // Every row is JSON that reads back (no infinities, valid UTF-8).
+    for (const auto& row : out) {
+      if (!hub::json::parse(hub::json::serialize(row), hub::json::parse_limits{256, 64 * 1024 * 1024})) std::abort();
+    }
   } else {
     check_error(q.error());
   }
@@ -63,7 +66,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (const auto& d : docs) {
     const hub::query::document_resolver r(d.get_object());
     const auto v = e->evaluate(r);
-    if (v.is_defined()) (void)hub::json::serialize(v.to_json());
+    if (v.is_defined() && !hub::json::parse(hub::json::serialize(v.to_json()), hub::json::parse_limits{256, 64 * 1024 * 1024}))
+      std::abort();
     if (v.is_true()) ++matches;
     if (negated) {  // absent when the wrapping passes a limit (length, nesting)
       const auto n = negated->evaluate(r);
