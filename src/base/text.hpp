@@ -25,6 +25,8 @@ std::vector<std::string_view> split(std::string_view s, char sep);
 // surrogates and code points past U+10FFFF are invalid) replaced by U+FFFD, so peer-chosen bytes
 // can go into JSON, which must be UTF-8.
 std::string valid_utf8(std::string_view s);
+// Whether every byte of s belongs to a valid UTF-8 sequence (the same rule).
+bool is_valid_utf8(std::string_view s) noexcept;
 
 // Parses a decimal integer that fills the whole string.
 std::optional<long long> parse_int(std::string_view s) noexcept;

@@ -2,6 +2,7 @@
 
 #include "base/crypto.hpp"
 #include "base/json.hpp"
+#include "base/text.hpp"
 #include "storage/event_log.hpp"
 #include "storage/event_log_reader.hpp"
 
@@ -28,52 +29,8 @@ void add(property_list& props, std::string name, const std::optional<std::string
 
 void add(property_list& props, std::string name, std::string v) { props.emplace_back(std::move(name), std::move(v)); }
 
-// Length of the UTF-8 sequence starting at s[i], or 0 when it is not a valid one (overlong
-// forms, surrogates and code points past U+10FFFF are invalid).
-std::size_t utf8_sequence(std::string_view s, std::size_t i) {
-  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const unsigned char c = b(0);
-  if (c < 0x80) return 1;
-  std::size_t n = 0;
-  std::uint32_t cp = 0;
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-    cp = c & 0x1Fu;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    cp = c & 0x0Fu;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    cp = c & 0x07u;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (std::size_t k = 1; k < n; ++k) {
-    if ((b(k) & 0xC0u) != 0x80u) return 0;
-    cp = (cp << 6) | (b(k) & 0x3Fu);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
-
 // Valid UTF-8 for JSON output: invalid bytes become U+FFFD.
-std::string utf8_text(std::string_view s) {
-  if (is_valid_utf8(s)) return std::string(s);
-  std::string out;
-  out.reserve(s.size() + 8);
-  for (std::size_t i = 0; i < s.size();) {
-    const std::size_t n = utf8_sequence(s, i);
-    if (n == 0) {
-      out += "\xEF\xBF\xBD";
-      ++i;
-      continue;
-    }
-    out.append(s.substr(i, n));
-    i += n;
-  }
-  return out;
-}
+std::string utf8_text(std::string_view s) { return text::valid_utf8(s); }
 
 bj::value to_json(const telemetry::value& v) {
   if (const auto* s = std::get_if<std::string>(&v)) return bj::string(utf8_text(*s));
@@ -177,14 +134,7 @@ class log_source final : public source {
 
 }  // namespace
 
-bool is_valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const std::size_t n = utf8_sequence(s, i);
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
-}
+bool is_valid_utf8(std::string_view s) { return text::is_valid_utf8(s); }
 
 std::string iso8601_ms(std::int64_t ms) {
   const std::int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
