@@ -127,13 +127,16 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) noexcept {
 
 }  // namespace
 
-bool is_valid_utf8(std::string_view s) noexcept {
-  for (std::size_t i = 0; i < s.size();) {
+bool is_valid_utf8(std::string_view s) noexcept { return valid_utf8_prefix(s) == s.size(); }
+
+std::size_t valid_utf8_prefix(std::string_view s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size()) {
     const std::size_t n = utf8_sequence(s, i);
-    if (n == 0) return false;
+    if (n == 0) break;
     i += n;
   }
-  return true;
+  return i;
 }
 
 std::string valid_utf8(std::string_view s) {

@@ -27,6 +27,8 @@ std::vector<std::string_view> split(std::string_view s, char sep);
 std::string valid_utf8(std::string_view s);
 // Whether every byte of s belongs to a valid UTF-8 sequence (the same rule).
 bool is_valid_utf8(std::string_view s) noexcept;
+// The length of the longest prefix of `s` that is valid UTF-8 (s.size() when all of it is).
+std::size_t valid_utf8_prefix(std::string_view s) noexcept;
 
 // Parses a decimal integer that fills the whole string.
 std::optional<long long> parse_int(std::string_view s) noexcept;

@@ -64,6 +64,12 @@ class lexer {
 
   lex_result run() {
     lex_result out;
+    // Names and strings reach results (aliases, projected literals) that are written as JSON,
+    // which must be UTF-8 (found by fuzz_query). Texts from JSON bodies always are.
+    if (const std::size_t valid = text::valid_utf8_prefix(s_); valid < s_.size()) {
+      out.error = fail(valid, "the query text is not valid UTF-8");
+      return out;
+    }
     while (true) {
       if (auto err = skip_space()) {
         out.error = std::move(err);

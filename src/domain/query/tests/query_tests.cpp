@@ -186,6 +186,8 @@ TEST(lexer, errors_have_offsets) {
       {"[[open", 0, "without its closing"},
       {"[[]]", 0, "empty name"},
       {"a /* open", 2, "unterminated comment"},
+      {"SELECT COUNT() AS to\x8etal FROM devices", 20, "not valid UTF-8"},  // found by fuzz_query
+      {"a = 'caf\xc3'", 8, "not valid UTF-8"},
   };
   for (const auto& r : rows) {
     const auto t = tokenize(r.in);
