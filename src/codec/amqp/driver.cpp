@@ -3,6 +3,8 @@
 // hub logic ever runs inside a Proton callback.
 #include "codec/amqp/driver.hpp"
 
+#include "codec/amqp/frame_guard.hpp"
+
 #include <proton/binary.hpp>
 #include <proton/codec/map.hpp>
 #include <proton/connection.hpp>
@@ -392,6 +394,7 @@ struct driver::impl final : proton::messaging_handler {
   bool decode_failed_ = false;
   bool opened_ = false;             // the peer's Open arrived
   std::uint64_t bytes_before_open_ = 0;
+  frame_guard guard_;               // stops frames that would abort Proton (frame_guard.hpp)
   link_id next_link_ = 0;
   delivery_id next_delivery_ = 0;
   std::map<proton::link, link_id> link_ids_;  // ordered by the pn_link_t address
@@ -413,6 +416,10 @@ void driver::recv(std::span<const char> in, std::vector<event>& out) {
       return;
     }
   }
+  // Only what the guard lets through reaches Proton; a frame it stops ends the connection.
+  const std::size_t allowed = impl_->guard_.scan(in);
+  const bool stopped = allowed < in.size();
+  in = in.first(allowed);
   while (!in.empty()) {
     proton::io::mutable_buffer buf = d.read_buffer();
     if (buf.size == 0) {
@@ -425,6 +432,10 @@ void driver::recv(std::span<const char> in, std::vector<event>& out) {
     d.read_done(n);
     in = in.subspan(n);
     impl_->dispatch(out);
+  }
+  if (stopped && !impl_->transport_closed_) {
+    const auto& why = *impl_->guard_.error();
+    d.disconnected(condition(why.condition, why.description));
   }
   impl_->dispatch(out);
 }
