@@ -10,7 +10,8 @@
 // and keeps, per session channel and link handle, whether the peer's last transfer left a
 // delivery unfinished (more=true, not aborted): only then may a transfer without a delivery-id
 // say more=true. A transfer it cannot decode is refused too (Proton would refuse it, or read it
-// as this guard cannot vouch for). Everything else passes untouched: Proton checks the rest.
+// as this guard cannot vouch for). A second sasl-init is refused as well: Proton leaks the first
+// one's mechanism when it reads it. Everything else passes untouched: Proton checks the rest.
 //
 // Pure: bytes in, a verdict out. Owner: the driver, one per connection; not thread-safe.
 #include <cstddef>
@@ -54,6 +55,7 @@ class frame_guard {
   std::uint64_t frame_size_ = 0;
   std::uint64_t frame_got_ = 0;  // bytes of the frame seen so far
   std::unordered_set<std::uint64_t> unfinished_;  // (channel << 32 | handle): a delivery goes on
+  bool sasl_init_seen_ = false;
   std::optional<refusal> error_;
 };
 

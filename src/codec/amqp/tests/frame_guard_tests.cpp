@@ -132,6 +132,17 @@ TEST(frame_guard, sasl_frames_empty_frames_and_foreign_performatives_pass) {
   EXPECT_FALSE(g.error());
 }
 
+TEST(frame_guard, a_second_sasl_init_is_refused) {
+  std::string init = frame(0, performative(0x41, {std::string("\xa3\x09", 2) + "ANONYMOUS"}));
+  init[5] = '\x01';
+  frame_guard g;
+  const std::string ok = std::string("AMQP\x03\x01\x00\x00", 8) + init + header;
+  ASSERT_EQ(feed(g, ok, ok.size()), ok.size());
+  EXPECT_EQ(feed(g, init, 4), init.size() - 1);
+  ASSERT_TRUE(g.error());
+  EXPECT_EQ(g.error()->condition, "amqp:connection:framing-error");
+}
+
 TEST(frame_guard, an_undecodable_transfer_is_refused) {
   frame_guard g;
   std::string t = transfer(0, true);
