@@ -1,6 +1,6 @@
 'use strict';
-// Crash test (issue #9, item 1): while devices on Mqtt and Amqp send telemetry (pipelined
-// sendEvent), the service sends cloud-to-device messages (Client.send, ack 'full') and desired
+// Crash test (issue #9, item 1): while devices on Mqtt and Amqp (and one on Http, telemetry
+// only) send telemetry (pipelined sendEvent), the service sends cloud-to-device messages (Client.send, ack 'full') and desired
 // twin updates (Registry.updateTwin), hubd is killed with SIGKILL at random moments and restarted
 // on the same data folder, many times. Clients keep reconnecting through the kills (the SDKs'
 // retry policies; a client that gives up is reopened). After every restart:
@@ -26,7 +26,8 @@
 // - What IoT Hub does promise, and this test asserts, per device (one partition):
 //   (a) causal order: if b was sent after a was acknowledged, a is stored before b;
 //   (b) connection order: messages sent on one connection (sendEvent called after the client's
-//       'connect', acknowledged before that connection ended) are stored in send order.
+//       'connect', acknowledged before that connection ended) are stored in send order. Not for
+//       Http: each request stands alone, and requests in flight together may race.
 //   Order is by first stored occurrence (a later duplicate is a re-send).
 // - A cloud-to-device message locked by a device when hubd dies is delivered again after the
 //   restart (locks are not durable: at-least-once), so a device may get one twice; feedback
@@ -36,13 +37,15 @@
 //   HUBD_CRASH_KILLS=20 node tests/compat/run.js --timeout 900 crash
 // Other knobs: HUBD_CRASH_SEED (the random schedule; printed), HUBD_CRASH_DEVICES (per transport,
 // default 2), HUBD_CRASH_PIPELINE (sends in flight per device, default 4), HUBD_CRASH_GAP_MS
-// (pause of each pipeline slot between sends, default 40).
+// (pause of each pipeline slot between sends, default 40), HUBD_CRASH_HTTP (Http devices,
+// default 1).
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Client: ServiceClient, Registry } = require('azure-iothub');
 const { Mqtt } = require('azure-iot-device-mqtt');
 const { Amqp } = require('azure-iot-device-amqp');
+const { Http } = require('azure-iot-device-http');
 const { Message } = require('azure-iot-common');
 const { startHub } = require('./lib/hub');
 const { createSasDevice, makeClient, closeQuietly, within, storedEvents } = require('./lib/device');
@@ -70,6 +73,7 @@ const SEED = Number(process.env.HUBD_CRASH_SEED ?? (Date.now() % 0x7fffffff));
 const DEVICES_PER_TRANSPORT = Number(process.env.HUBD_CRASH_DEVICES ?? 2);
 const PIPELINE = Number(process.env.HUBD_CRASH_PIPELINE ?? 4);
 const GAP_MS = Number(process.env.HUBD_CRASH_GAP_MS ?? 40);
+const HTTP_DEVICES = Number(process.env.HUBD_CRASH_HTTP ?? 1);
 const OFFLINE_C2D = 40;           // C2D messages for a device that connects only at the end
 const RESUME_TIMEOUT_MS = 60_000;   // traffic of every kind must resume within this after a restart
 
@@ -131,7 +135,8 @@ class Device {
       // samples do, until it works.
       this._reopen();
     });
-    this.client.on('message', (msg) => {
+    // Http devices send telemetry only: C2D over HTTP is a slow poll and twins are not served.
+    if (!this.telemetryOnly) this.client.on('message', (msg) => {
       this.c2d.push(msg.messageId);
       // Amqp devices hold their messages a while (locked in the hub when it dies); Mqtt devices
       // settle on receipt (mqtt.js sends the PUBACK, which is what completes them).
@@ -140,7 +145,7 @@ class Device {
     });
     await within(30_000, this.client.open(), `${this.deviceId} open`);
     this.connects.push(Date.now());
-    if (this.offline) return;
+    if (this.offline || this.telemetryOnly) return;
     const twin = await within(30_000, this.client.getTwin(), `${this.deviceId} getTwin`);
     twin.on('properties.desired', (patch) => {
       if (typeof patch.n === 'number') this.desired.push(patch.n);
@@ -202,6 +207,7 @@ class Device {
 
   // The client's connections: [start, end) from a 'connect' to the next disconnect or kill.
   sessions() {
+    if (this.telemetryOnly) return [];   // each HTTP request stands alone: parallel ones may race
     const ends = [...this.disconnects, ...kills.map((k) => k.at)].sort((x, y) => x - y);
     return this.connects.map((start) => ({ start, end: ends.find((e) => e >= start) ?? Infinity }));
   }
@@ -286,7 +292,7 @@ function checkTelemetry(devices, stored, horizon, label) {
 class Service {
   constructor(hub, devices, offline) {
     this.hub = hub;
-    this.devices = devices;
+    this.devices = devices.filter((d) => !d.telemetryOnly);
     this.offline = offline;
     this.registry = Registry.fromConnectionString(hub.connectionString);
     this.client = ServiceClient.fromConnectionString(hub.connectionString);
@@ -295,7 +301,7 @@ class Service {
     this.sent = [];            // C2D: {id, deviceId, calledAt, settledAt, ok, error}
     this.feedback = [];        // feedback records
     this.receivers = new WeakSet();
-    this.twin = new Map(devices.map((d) => [d.deviceId, { attempted: 0, resolved: [], errors: 0 }]));
+    this.twin = new Map(this.devices.map((d) => [d.deviceId, { attempted: 0, resolved: [], errors: 0 }]));
     this.stopped = false;
     this.feedbackDirty = false;
   }
@@ -443,6 +449,11 @@ describe(`hubd survives ${KILLS} SIGKILLs under load (seed ${SEED})`, () => {
            devices.push(new Device(spec, name, Transport));
          }
        }
+       for (let k = 0; k < HTTP_DEVICES; k++) {
+         const d = new Device(await createSasDevice(hub, registry, `crash-http-${k}-${process.pid}`), 'Http', Http);
+         d.telemetryOnly = true;
+         devices.push(d);
+       }
        for (const d of devices) await d.open();
        // Offline through every kill: its C2D messages wait in the hub's queue the whole time.
        offline = new Device(await createSasDevice(hub, registry, `crash-offline-${process.pid}`), 'Amqp', Amqp);
@@ -511,7 +522,7 @@ describe(`hubd survives ${KILLS} SIGKILLs under load (seed ${SEED})`, () => {
 
        // C2D: every accepted message reaches its device and its Success record the service.
        await offline.open();
-       const receivers = [...devices, offline];
+       const receivers = [...service.devices, offline];
        const accepted = service.sent.filter((s) => s.ok);
        const successes = () => new Set(service.feedback.filter((r) => r.statusCode === 'Success').map((r) => r.originalMessageId));
        await until(`every accepted C2D message delivered (${accepted.length} accepted)`,
@@ -552,14 +563,14 @@ describe(`hubd survives ${KILLS} SIGKILLs under load (seed ${SEED})`, () => {
        // Twins: a last update reaches every device's listener (each got the patch pushed, or, on
        // a reconnection, the whole desired document).
        const finalN = new Map();
-       for (const d of devices) {
+       for (const d of service.devices) {
          const x = service.twin.get(d.deviceId);
          const n = ++x.attempted;
          await within(20_000, service.registry.updateTwin(d.deviceId, { properties: { desired: { n } } }, '*'), 'last updateTwin');
          finalN.set(d.deviceId, n);
        }
        await until('the last desired update on every device',
-                   () => devices.every((d) => d.desired.includes(finalN.get(d.deviceId))), 30_000);
+                   () => service.devices.every((d) => d.desired.includes(finalN.get(d.deviceId))), 30_000);
        t.diagnostic(`twins: ${[...service.twin.values()].reduce((n, x) => n + x.resolved.length, 0)} updates resolved, ` +
                     `${[...service.twin.values()].reduce((n, x) => n + x.errors, 0)} failed`);
      });
