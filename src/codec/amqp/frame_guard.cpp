@@ -1,6 +1,7 @@
 #include "codec/amqp/frame_guard.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <string_view>
 
 namespace hub::amqp {
@@ -16,6 +17,11 @@ constexpr std::uint64_t perf_sasl_init = 0x41;
 constexpr std::uint64_t perf_other = ~std::uint64_t{0};
 
 constexpr std::size_t max_unfinished = 65536;
+
+// open .. close (AMQP 1.0 §2.7), sasl-mechanisms .. sasl-outcome (§5.3.3); perf_other (a symbolic
+// descriptor) counts as known.
+bool known_amqp(std::uint64_t perf) { return perf == perf_other || (perf >= 0x10 && perf <= 0x18); }
+bool known_sasl(std::uint64_t perf) { return perf == perf_other || (perf >= 0x40 && perf <= 0x44); }
 
 std::uint64_t key(std::uint16_t channel, std::uint32_t handle) { return (std::uint64_t{channel} << 32) | handle; }
 
@@ -197,6 +203,16 @@ std::size_t frame_guard::scan(std::span<const char> in) {
   return in.size();
 }
 
+// A numeric descriptor that names no performative: Proton 0.37 stops reading the transport at
+// such a frame without closing it, so the connection hung, unanswered, until the idle timeout
+// (found by tests/compat/bad_input_amqp). Symbolic descriptors are left to Proton.
+bool frame_guard::refuse_unknown(std::uint64_t perf) {
+  char text[48];
+  std::snprintf(text, sizeof text, "unknown performative 0x%llx", static_cast<unsigned long long>(perf));
+  error_ = refusal{"amqp:decode-error", text};
+  return false;
+}
+
 bool frame_guard::complete_frame() {
   const std::string frame = std::move(frame_);
   frame_.clear();
@@ -212,7 +228,9 @@ bool frame_guard::complete_frame() {
     // it (found by fuzz_amqp_head); one is all a client ever sends.
     if (body_at >= frame.size()) return true;
     reader r(std::string_view(frame).substr(body_at));
-    if (r.descriptor() != perf_sasl_init || !r.ok()) return true;
+    const std::uint64_t perf = r.descriptor();
+    if (r.ok() && !known_sasl(perf)) return refuse_unknown(perf);
+    if (perf != perf_sasl_init || !r.ok()) return true;
     if (sasl_init_seen_) {
       error_ = refusal{"amqp:connection:framing-error", "a second sasl-init"};
       return false;
@@ -233,6 +251,7 @@ bool frame_guard::complete_frame() {
     error_ = refusal{"amqp:decode-error", "a performative that cannot be decoded"};
     return false;
   }
+  if (r.ok() && !known_amqp(perf)) return refuse_unknown(perf);
   if (!r.ok() || perf == perf_other) return true;  // Proton decides about anything else
   const std::uint32_t count = r.list_count();
 

@@ -11,7 +11,9 @@
 // delivery unfinished (more=true, not aborted): only then may a transfer without a delivery-id
 // say more=true. A transfer it cannot decode is refused too (Proton would refuse it, or read it
 // as this guard cannot vouch for). A second sasl-init is refused as well: Proton leaks the first
-// one's mechanism when it reads it. Everything else passes untouched: Proton checks the rest.
+// one's mechanism when it reads it, and so is a frame whose numeric descriptor names no
+// performative (Proton stops reading at one and leaves the connection hanging). Everything else
+// passes untouched: Proton checks the rest.
 //
 // Pure: bytes in, a verdict out. Owner: the driver, one per connection; not thread-safe.
 #include <cstddef>
@@ -46,6 +48,7 @@ class frame_guard {
  private:
   // A frame is complete: decide. False: refuse it (error_ set).
   bool complete_frame();
+  bool refuse_unknown(std::uint64_t perf);
   void forget_channel(std::uint16_t channel);
 
   enum class state { head, body, passthrough };

@@ -143,6 +143,28 @@ TEST(frame_guard, a_second_sasl_init_is_refused) {
   EXPECT_EQ(g.error()->condition, "amqp:connection:framing-error");
 }
 
+// Proton 0.37 stops reading at these and leaves the connection open, unanswered.
+TEST(frame_guard, a_performative_with_an_unknown_descriptor_is_refused) {
+  {
+    frame_guard g;
+    const std::string unknown = frame(0, performative(0x99, {small_uint(1)}));
+    const std::string bytes = header + open_frame() + unknown + begin_frame();
+    EXPECT_EQ(feed(g, bytes, 3), header.size() + open_frame().size() + unknown.size() - 1);
+    ASSERT_TRUE(g.error());
+    EXPECT_EQ(g.error()->condition, "amqp:decode-error");
+    EXPECT_EQ(g.error()->description, "unknown performative 0x99");
+  }
+  {
+    frame_guard g;
+    std::string sasl = frame(0, performative(0x4f, {null_v}));
+    sasl[5] = '\x01';
+    const std::string bytes = std::string("AMQP\x03\x01\x00\x00", 8) + sasl;
+    EXPECT_EQ(feed(g, bytes, bytes.size()), bytes.size() - 1);
+    ASSERT_TRUE(g.error());
+    EXPECT_EQ(g.error()->condition, "amqp:decode-error");
+  }
+}
+
 TEST(frame_guard, an_undecodable_transfer_is_refused) {
   frame_guard g;
   std::string t = transfer(0, true);
