@@ -77,6 +77,8 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
   std::string retention = "1d";
   std::string c2d_ttl = "1h";
   std::string c2d_feedback_ttl = "1h";
+  std::string http_request_timeout = "30s";
+  std::string http_idle_timeout = "2m";
 
   CLI::App app(description, "hubd");
   app.get_formatter()->column_width(30);
@@ -164,6 +166,24 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
       ->type_name("DURATION")
       ->capture_default_str()
       ->check(ttl_check);
+  // A client that stalls holds a connection (and its buffers) until these run out.
+  const auto http_timeout_check = [](const std::string& v) {
+    const auto d = parse_duration(v);
+    if (!d) return std::string("not a duration like 30s or 2m: ") + v;
+    if (*d > std::chrono::hours(1)) return std::string("must be 1s .. 1h: ") + v;
+    return std::string{};
+  };
+  app.add_option("--http-request-timeout", http_request_timeout,
+                 "HTTPS: how long a client may take to send one request body, or to read one response")
+      ->type_name("DURATION")
+      ->capture_default_str()
+      ->check(http_timeout_check);
+  app.add_option("--http-idle-timeout", http_idle_timeout,
+                 "HTTPS: how long a kept-alive connection may wait for its next request, whose\n"
+                 "headers must all arrive within this time")
+      ->type_name("DURATION")
+      ->capture_default_str()
+      ->check(http_timeout_check);
   app.add_option("--routing", cfg.routing_file,
                  "Message routing: a JSON file with IoT Hub's ARM routing object (endpoints.eventHubs,\n"
                  "endpoints.storageContainers, routes, fallbackRoute, enrichments), checked at start")
@@ -189,6 +209,8 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
   cfg.retention = *parse_duration(retention);  // checked above
   cfg.c2d_ttl = *parse_duration(c2d_ttl);
   cfg.c2d_feedback_ttl = *parse_duration(c2d_feedback_ttl);
+  cfg.http_request_timeout = *parse_duration(http_request_timeout);
+  cfg.http_idle_timeout = *parse_duration(http_idle_timeout);
   return cfg;
 }
 

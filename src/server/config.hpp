@@ -36,6 +36,10 @@ struct config {
   // Message routing: IoT Hub's ARM `routing` object (endpoints, routes, fallbackRoute,
   // enrichments) in a JSON file; empty = no routes, everything to the built-in endpoint.
   std::filesystem::path routing_file;
+  // HTTPS: the time to receive one request body or send one response, and the time a kept-alive
+  // connection may wait for its next request (headers included).
+  std::chrono::seconds http_request_timeout{30};
+  std::chrono::seconds http_idle_timeout{120};
   // Tests only: storage endpoints may batch every second and in chunks from 1 KiB.
   bool routing_test_batching = false;
 };

@@ -346,6 +346,15 @@ asio::awaitable<session_end> run_http_session(tls_stream& stream, beast::flat_bu
       co_await refuse(stream, buffer, rejected, ctx);
       co_return session_end::we_close;
     }
+    if (bec && bec.category() == bhttp::make_error_code(bhttp::error::bad_chunk).category() &&
+        bec != bhttp::error::end_of_stream && bec != bhttp::error::partial_message) {
+      // A malformed body (a bad chunk size): IoT Hub's 400, as for malformed headers, instead of
+      // a close without an answer (found by tests/compat/bad_input_http).
+      ctx.log->info("connection {} from {}: malformed HTTP request body: {}", conn.id, conn.peer, bec.message());
+      beast_response rejected = rejection(parser.get().version(), make_error(errc::argument_invalid, "Malformed HTTP request"), ctx);
+      co_await refuse(stream, buffer, rejected, ctx);
+      co_return session_end::we_close;
+    }
     if (bec) {
       ctx.log->info("connection {} from {}: reading the request body failed: {}", conn.id, conn.peer, bec.message());
       co_return session_end::peer_closed;

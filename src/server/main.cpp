@@ -271,6 +271,8 @@ int run(const config& cfg) {
   opts.ports = {{"https", cfg.https_port}, {"mqtt", cfg.mqtt_port}, {"amqp", cfg.amqp_port}};
   opts.cert_chain_file = layout.server_cert();
   opts.key_file = layout.server_key();
+  opts.http.request_timeout = cfg.http_request_timeout;
+  opts.http.idle_timeout = cfg.http_idle_timeout;
   // Direct methods still waiting (for a device to answer or to connect) end now with 503, so that
   // their HTTP sessions finish instead of holding the shutdown for its whole grace period.
   opts.on_stopping = [&methods] { methods.shutdown(); };

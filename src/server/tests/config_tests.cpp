@@ -140,6 +140,17 @@ TEST(config, c2d_options) {
   EXPECT_EQ(parse_exits({"--c2d-max-delivery-count", "101"}).code, 2);
 }
 
+TEST(config, http_timeouts) {
+  const config defaults = parse_ok({"--data", "/tmp/h1"});
+  EXPECT_EQ(defaults.http_request_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(defaults.http_idle_timeout, std::chrono::minutes(2));
+  const config cfg = parse_ok({"--data", "/tmp/h1", "--http-request-timeout", "2s", "--http-idle-timeout", "5"});
+  EXPECT_EQ(cfg.http_request_timeout, std::chrono::seconds(2));
+  EXPECT_EQ(cfg.http_idle_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(parse_exits({"--http-request-timeout", "0s"}).code, 2);
+  EXPECT_EQ(parse_exits({"--http-idle-timeout", "2h"}).code, 2);
+}
+
 TEST(config, durations) {
   EXPECT_EQ(parse_duration("90s"), std::chrono::seconds(90));
   EXPECT_EQ(parse_duration("30m"), std::chrono::minutes(30));

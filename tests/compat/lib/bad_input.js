@@ -227,6 +227,40 @@ function tryTls(host, port, options) {
   });
 }
 
+// ---- HTTP/1.1 by hand ----------------------------------------------------------------------
+
+// The first complete response in `data`: {status, headers (lower-case names), body}, or null.
+function parseHttpResponse(data) {
+  const end = data.indexOf('\r\n\r\n');
+  if (end < 0) return null;
+  const lines = data.subarray(0, end).toString('latin1').split('\r\n');
+  const status = Number(lines[0].split(' ')[1]);
+  const headers = {};
+  for (const line of lines.slice(1)) {
+    const i = line.indexOf(':');
+    headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  const length = Number(headers['content-length'] ?? 0);
+  if (data.length < end + 4 + length) return null;
+  const body = data.subarray(end + 4, end + 4 + length).toString('utf8');
+  let json;
+  try {
+    json = body ? JSON.parse(body) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { status, headers, body, json };
+}
+
+// Sends `bytes` on a fresh TLS connection to port 443 and resolves to {sock, res} once a whole
+// response came (res null if the hub closed first, or after ms).
+async function rawHttp(host, bytes, ms = 10_000) {
+  const sock = await RawSocket.tls(host, 443);
+  sock.write(bytes);
+  await sock.waitFor((d) => parseHttpResponse(d) !== null, ms, 'an HTTP response').catch(() => {});
+  return { sock, res: parseHttpResponse(sock.data) };
+}
+
 // ---- AMQP 1.0 (OASIS AMQP 1.0 part 1: types, part 2: transport) ------------------------------
 
 const amqp = {
@@ -393,5 +427,5 @@ function frameError(frame) {
 }
 
 module.exports = {
-  rssKiB, assertHubAlive, Canaries, RawSocket, tryTls, amqp, decodeFrames, decodeValue, frameError,
+  rssKiB, assertHubAlive, Canaries, RawSocket, tryTls, parseHttpResponse, rawHttp, amqp, decodeFrames, decodeValue, frameError,
 };
