@@ -227,6 +227,35 @@ function tryTls(host, port, options) {
   });
 }
 
+// ---- X.509 material past its validity ------------------------------------------------------
+
+// A certificate valid only in January 2020 (openssl ca takes explicit dates; req -x509 and x509
+// -req take only a positive number of days): self-signed, or signed by `ca` ({certFile, keyFile}).
+// Returns {cert, key, certFile, keyFile}.
+function expiredCert(dir, commonName, ca) {
+  const { execFileSync } = require('node:child_process');
+  const path = require('node:path');
+  const crypto = require('node:crypto');
+  const work = fs.mkdtempSync(path.join(dir, 'expired-'));
+  fs.writeFileSync(path.join(work, 'index.txt'), '');
+  fs.writeFileSync(path.join(work, 'serial'), `${crypto.randomBytes(8).toString('hex')}\n`);
+  fs.writeFileSync(path.join(work, 'ca.cnf'), [
+    '[ca]', 'default_ca = d', '[d]', 'database = index.txt', 'new_certs_dir = .', 'default_md = sha256',
+    'policy = p', 'serial = serial', 'unique_subject = no', 'copy_extensions = copy', '[p]', 'commonName = supplied', '',
+  ].join('\n'));
+  const run = (args) => execFileSync('openssl', args, { cwd: work, stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
+  run(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'leaf.key',
+       '-out', 'leaf.csr', '-subj', `/CN=${commonName}`, '-addext', 'basicConstraints=critical,CA:FALSE',
+       '-addext', 'extendedKeyUsage=clientAuth']);
+  const signer = ca ? ['-cert', ca.certFile, '-keyfile', ca.keyFile] : ['-selfsign', '-keyfile', 'leaf.key'];
+  run(['ca', '-batch', '-config', 'ca.cnf', ...signer, '-in', 'leaf.csr', '-out', 'leaf.pem', '-notext',
+       '-startdate', '20200101000000Z', '-enddate', '20200201000000Z']);
+  return {
+    certFile: path.join(work, 'leaf.pem'), keyFile: path.join(work, 'leaf.key'),
+    cert: fs.readFileSync(path.join(work, 'leaf.pem'), 'utf8'), key: fs.readFileSync(path.join(work, 'leaf.key'), 'utf8'),
+  };
+}
+
 // ---- HTTP/1.1 by hand ----------------------------------------------------------------------
 
 // The first complete response in `data`: {status, headers (lower-case names), body}, or null.
@@ -427,5 +456,5 @@ function frameError(frame) {
 }
 
 module.exports = {
-  rssKiB, assertHubAlive, Canaries, RawSocket, tryTls, parseHttpResponse, rawHttp, amqp, decodeFrames, decodeValue, frameError,
+  rssKiB, assertHubAlive, Canaries, RawSocket, tryTls, parseHttpResponse, rawHttp, expiredCert, amqp, decodeFrames, decodeValue, frameError,
 };
