@@ -134,6 +134,7 @@ int run(const config& cfg) {
   hub::system_clock clk;
   const tls_report tls = ensure_tls_material(layout, tls_names{cfg.host_name, cfg.listen}, clk.now());
   if (tls.ca_created) log->info("created CA {} ({})", layout.ca_cert().string(), tls.ca_subject);
+  for (const std::string& warning : tls.warnings) log->warn("{}", warning);
   if (tls.server_cert_issued)
     log->info("issued server certificate {} ({}): {}", layout.server_cert().string(), tls.reason,
               join(tls.subject_alt_names, ", "));

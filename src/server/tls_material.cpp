@@ -3,6 +3,7 @@
 #include "base/crypto.hpp"
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -237,6 +238,53 @@ struct ca_material {
   bool created = false;
 };
 
+// "2026-11-26 13:04:05 UTC", or "?" when OpenSSL cannot read the time.
+std::string time_text(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return "?";
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+// The CA signs the server certificate every client checks: one outside its validity period makes
+// every TLS handshake fail, so the start does; one about to expire is worth a warning.
+void check_ca_validity(X509* cert, const fs::path& file, sys_time now, std::vector<std::string>& warnings) {
+  std::time_t t = to_time_t(now);
+  const ASN1_TIME* not_before = X509_get0_notBefore(cert);
+  const ASN1_TIME* not_after = X509_get0_notAfter(cert);
+  if (X509_cmp_time(not_before, &t) > 0)
+    fail(fmt::format("{} is not valid before {} (check the clock, or bring a CA that is valid now)", file.string(),
+                     time_text(not_before)));
+  if (X509_cmp_time(not_after, &t) <= 0)
+    fail(fmt::format("{} expired on {}: clients refuse every certificate it signs (bring a new ca.pem and ca.key, or "
+                     "remove both to create a new CA, which clients must then trust)",
+                     file.string(), time_text(not_after)));
+  std::time_t soon = t + renew_before_seconds;
+  if (X509_cmp_time(not_after, &soon) <= 0)
+    warnings.push_back(fmt::format("{} expires on {}: replace the CA before then", file.string(), time_text(not_after)));
+}
+
+// The permission bits of `file` other than the owner's (0 when it cannot be read: the load
+// reports that).
+mode_t group_other_bits(const fs::path& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return 0;
+  return st.st_mode & (S_IRWXG | S_IRWXO);
+}
+
+// The CA key someone brought (hubd writes its own 0600): other users' access refuses the start,
+// as sshd and PostgreSQL refuse such keys; the group's access is a warning, for deployments that
+// share keys with a group on purpose (Debian's ssl-cert group).
+void check_ca_key_permissions(const fs::path& file, std::vector<std::string>& warnings) {
+  const mode_t bits = group_other_bits(file);
+  if (bits & S_IRWXO)
+    fail(fmt::format("{} is accessible by other users (mode {:04o}): chmod 600 {}", file.string(), bits, file.string()));
+  if (bits & S_IRWXG)
+    warnings.push_back(fmt::format("{} is accessible by its group (mode {:04o}): chmod 600 {} unless the group needs it",
+                                   file.string(), bits, file.string()));
+}
+
 ca_material create_ca(const data_layout& layout, sys_time now) {
   ca_material ca;
   ca.key = new_p256_key();
@@ -255,7 +303,7 @@ ca_material create_ca(const data_layout& layout, sys_time now) {
   return ca;
 }
 
-ca_material ensure_ca(const data_layout& layout, sys_time now) {
+ca_material ensure_ca(const data_layout& layout, sys_time now, std::vector<std::string>& warnings) {
   std::error_code ec;
   const bool have_cert = fs::exists(layout.ca_cert(), ec);
   const bool have_key = fs::exists(layout.ca_key(), ec);
@@ -276,6 +324,8 @@ ca_material ensure_ca(const data_layout& layout, sys_time now) {
     fail(fmt::format("{} does not match {}", layout.ca_key().string(), layout.ca_cert().string()));
   if (X509_check_ca(ca.cert.get()) == 0)
     fail(fmt::format("{} is not a CA certificate (basicConstraints CA:TRUE missing)", layout.ca_cert().string()));
+  check_ca_validity(ca.cert.get(), layout.ca_cert(), now, warnings);
+  check_ca_key_permissions(layout.ca_key(), warnings);
   if (!ca.chain_pem.ends_with('\n')) ca.chain_pem += '\n';
   ERR_clear_error();
   return ca;
@@ -287,6 +337,9 @@ std::string server_cert_problem(const data_layout& layout, const ca_material& ca
   std::error_code ec;
   if (!fs::exists(layout.server_cert(), ec)) return "server.pem is missing";
   if (!fs::exists(layout.server_key(), ec)) return "server.key is missing";
+  // hubd's own key: one that others could read may have leaked, so it is replaced, not refused.
+  if (const mode_t bits = group_other_bits(layout.server_key()); bits != 0)
+    return fmt::format("server.key is accessible by group or other users (mode {:04o})", bits);
   x509_ptr cert = load_cert(layout.server_cert());
   pkey_ptr key = load_key(layout.server_key());
   if (X509_check_private_key(cert.get(), key.get()) != 1) {
@@ -361,7 +414,7 @@ std::vector<std::string> required_alt_names(const tls_names& names) {
 tls_report ensure_tls_material(const data_layout& layout, const tls_names& names, sys_time now) {
   ERR_clear_error();
   tls_report report;
-  ca_material ca = ensure_ca(layout, now);
+  ca_material ca = ensure_ca(layout, now, report.warnings);
   report.ca_created = ca.created;
   report.ca_subject = name_text(X509_get_subject_name(ca.cert.get()));
 

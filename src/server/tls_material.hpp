@@ -4,8 +4,9 @@
 // First start creates both in the data folder. Later starts reuse the CA (so clients keep trusting
 // it, and users or tests can bring their own ca.pem + ca.key) and reissue the server certificate
 // only when it no longer fits: missing, signed by another CA, expiring within 30 days, or not
-// covering the host name and bound addresses. OpenSSL 3 only; no Asio. Runs at startup, so
-// failures throw startup_error with one line naming the file.
+// covering the host name and bound addresses, or its key readable by others. A CA outside its
+// validity period, or whose key other users can access, stops the start. OpenSSL 3 only; no
+// Asio. Runs at startup, so failures throw startup_error with one line naming the file.
 #include "base/clock.hpp"
 #include "server/files.hpp"
 
@@ -26,6 +27,7 @@ struct tls_report {
   std::string ca_subject;    // e.g. "CN=hubd local CA 1a2b3c4d"
   std::vector<std::string> subject_alt_names;  // of the server certificate, e.g. "DNS:localhost"
   sys_time server_not_after{};
+  std::vector<std::string> warnings;  // for the log: a CA close to expiry, a CA key its group can read
 };
 
 // Ensures DIR/ca.pem, ca.key, server.pem and server.key exist and fit `names`.

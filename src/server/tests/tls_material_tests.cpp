@@ -189,6 +189,54 @@ TEST(tls_material, names_the_file_that_is_broken) {
   }
 }
 
+// The startup_error's text of ensure_tls_material(), or "" when it succeeds.
+std::string start_error(const data_layout& layout, sys_time when) {
+  try {
+    ensure_tls_material(layout, {"localhost", {}}, when);
+  } catch (const startup_error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+TEST(tls_material, refuses_a_ca_outside_its_validity_and_warns_before_it_expires) {
+  temp_dir dir;
+  const data_layout layout{dir.path()};
+  ensure_tls_material(layout, {"localhost", {}}, now);  // a CA valid from now - 1 h for 3650 days
+  EXPECT_NE(start_error(layout, now + 24h * 3651).find("ca.pem expired on "), std::string::npos);
+  EXPECT_NE(start_error(layout, now - 2h).find("ca.pem is not valid before "), std::string::npos);
+  const tls_report soon = ensure_tls_material(layout, {"localhost", {}}, now + 24h * 3630);
+  ASSERT_EQ(soon.warnings.size(), 1u);
+  EXPECT_NE(soon.warnings[0].find("ca.pem expires on "), std::string::npos) << soon.warnings[0];
+  EXPECT_TRUE(ensure_tls_material(layout, {"localhost", {}}, now).warnings.empty());
+}
+
+TEST(tls_material, a_ca_key_others_can_read_stops_the_start_and_one_the_group_can_read_warns) {
+  temp_dir dir;
+  const data_layout layout{dir.path()};
+  ensure_tls_material(layout, {"localhost", {}}, now);
+  fs::permissions(layout.ca_key(), static_cast<fs::perms>(0644), fs::perm_options::replace);
+  EXPECT_NE(start_error(layout, now).find("ca.key is accessible by other users (mode 0044)"), std::string::npos)
+      << start_error(layout, now);
+  fs::permissions(layout.ca_key(), static_cast<fs::perms>(0640), fs::perm_options::replace);
+  const tls_report report = ensure_tls_material(layout, {"localhost", {}}, now);
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_NE(report.warnings[0].find("ca.key is accessible by its group (mode 0040)"), std::string::npos);
+}
+
+TEST(tls_material, a_server_key_others_can_read_is_replaced) {
+  temp_dir dir;
+  const data_layout layout{dir.path()};
+  ensure_tls_material(layout, {"localhost", {}}, now);
+  const std::string old_key = read_file(layout.server_key());
+  fs::permissions(layout.server_key(), static_cast<fs::perms>(0644), fs::perm_options::replace);
+  const tls_report report = ensure_tls_material(layout, {"localhost", {}}, now);
+  EXPECT_TRUE(report.server_cert_issued);
+  EXPECT_EQ(report.reason, "server.key is accessible by group or other users (mode 0044)");
+  EXPECT_NE(read_file(layout.server_key()), old_key);
+  EXPECT_EQ(mode_of(layout.server_key()), 0600u);
+}
+
 TEST(tls_material, required_alt_names_skip_wildcards_and_duplicates) {
   EXPECT_EQ(required_alt_names({"127.0.0.1", {"0.0.0.0", "::", "127.0.0.1", "0:0::1", "127.0.0.2"}}),
             (std::vector<std::string>{"IP:127.0.0.1", "DNS:localhost", "IP:::1", "IP:127.0.0.2"}));
