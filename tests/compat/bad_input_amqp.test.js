@@ -19,7 +19,7 @@ const { Canaries, rssKiB, assertHubAlive, RawSocket, amqp, decodeFrames, frameEr
 
 const PORT = 5671;
 const CLOSE_WITHIN_MS = 5_000;
-const RSS_GROWTH_LIMIT_KIB = 48 * 1024;
+const RSS_GROWTH_LIMIT_KIB = 16 * 1024;
 
 // The frames hubd sent, after the connection closed (or ms passed).
 async function framesAtClose(raw, ms = CLOSE_WITHIN_MS) {

@@ -24,7 +24,7 @@ const { RawMqtt, deviceCredentials } = require('./lib/raw_mqtt');
 const { sasToken, request, errors, rejectsWith, API } = require('./lib/util');
 const { Canaries, rssKiB, assertHubAlive, expiredCert } = require('./lib/bad_input');
 
-const RSS_GROWTH_LIMIT_KIB = 48 * 1024;
+const RSS_GROWTH_LIMIT_KIB = 16 * 1024;
 const CONNACK_NOT_AUTHORIZED = 5;
 
 function deviceToken(host, deviceId, key, expiry = Math.floor(Date.now() / 1000) + 3600) {

@@ -20,7 +20,7 @@ const CLOSE_WITHIN_MS = 5_000;
 // After refusing a request it could not read whole, hubd drains what the client still sends for
 // up to 5 s (so that the client reads the answer instead of a reset), then closes.
 const DRAIN_CLOSE_WITHIN_MS = 8_000;
-const RSS_GROWTH_LIMIT_KIB = 48 * 1024;
+const RSS_GROWTH_LIMIT_KIB = 16 * 1024;
 
 function assertIotHubError(res, status, code) {
   assert.ok(res, 'a response (the hub closed without one)');

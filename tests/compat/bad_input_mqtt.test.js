@@ -21,7 +21,7 @@ const PINGRESP = 13;
 // How long hubd may take to close a connection that misbehaved.
 const CLOSE_WITHIN_MS = 5_000;
 // hubd's RSS may grow by this much over the file (see docs/bad-input.md, "memory").
-const RSS_GROWTH_LIMIT_KIB = 48 * 1024;
+const RSS_GROWTH_LIMIT_KIB = 16 * 1024;
 
 function u16(n) {
   const b = Buffer.alloc(2);
