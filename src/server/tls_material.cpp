@@ -351,6 +351,9 @@ std::string server_cert_problem(const data_layout& layout, const ca_material& ca
     ERR_clear_error();
     return "server.pem is not signed by the current CA";
   }
+  // Issued "in the future" (a clock that went back, a copied data folder): clients would refuse it.
+  std::time_t now_t = to_time_t(now);
+  if (X509_cmp_time(X509_get0_notBefore(cert.get()), &now_t) > 0) return "server.pem is not valid yet";
   std::time_t renew_at = to_time_t(now) + renew_before_seconds;
   if (X509_cmp_time(X509_get0_notAfter(cert.get()), &renew_at) <= 0) return "server.pem expires within 30 days";
   for (const std::string& san : sans) {

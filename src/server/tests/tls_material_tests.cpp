@@ -142,6 +142,18 @@ TEST(tls_material, reissues_a_certificate_close_to_expiry) {
   EXPECT_EQ(report.reason, "server.pem expires within 30 days");
 }
 
+TEST(tls_material, reissues_a_certificate_not_valid_yet) {
+  temp_dir dir;
+  const data_layout layout{dir.path()};
+  ensure_tls_material(layout, {"localhost", {}}, now - 24h * 10);  // the CA: valid from 10 days ago
+  // A new host name: the server certificate is issued now, valid from an hour ago ...
+  ensure_tls_material(layout, {"127.0.0.9", {}}, now);
+  // ... and a clock set back by two hours finds it not valid yet.
+  const tls_report report = ensure_tls_material(layout, {"127.0.0.9", {}}, now - 2h);
+  EXPECT_TRUE(report.server_cert_issued);
+  EXPECT_EQ(report.reason, "server.pem is not valid yet");
+}
+
 TEST(tls_material, reuses_a_ca_someone_brought) {
   temp_dir theirs;
   temp_dir ours;
