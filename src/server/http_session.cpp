@@ -24,6 +24,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <exception>
@@ -146,10 +147,10 @@ beast_response rejection(unsigned version, const error& e, const session_context
 // "Lingering close", as nginx does it: after refusing a request whose body is still arriving,
 // read and drop what comes (bounded in bytes and time) before closing. Closing with unread
 // bytes makes the kernel send a reset, and a client still writing its body (Node does) then
-// sees ECONNRESET instead of our answer.
-asio::awaitable<void> drain(tls_stream& stream, beast::flat_buffer& buffer) {
+// sees ECONNRESET instead of our answer. For at most 5 s, or the request timeout if shorter.
+asio::awaitable<void> drain(tls_stream& stream, beast::flat_buffer& buffer, std::chrono::seconds limit) {
   constexpr std::size_t max_bytes = 16 * 1024 * 1024;
-  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+  beast::get_lowest_layer(stream).expires_after(std::min<std::chrono::seconds>(limit, std::chrono::seconds(5)));
   buffer.consume(buffer.size());
   for (std::size_t total = 0; total < max_bytes;) {
     auto [ec, n] = co_await stream.async_read_some(buffer.prepare(64 * 1024), asio::as_tuple(asio::use_awaitable));
@@ -163,7 +164,7 @@ asio::awaitable<void> drain(tls_stream& stream, beast::flat_buffer& buffer) {
 asio::awaitable<void> refuse(tls_stream& stream, beast::flat_buffer& buffer, beast_response& res,
                              const session_context& ctx) {
   const bool written = co_await write_response(stream, res, ctx);
-  if (written) co_await drain(stream, buffer);
+  if (written) co_await drain(stream, buffer, ctx.limits.request_timeout);
 }
 
 // The path IoT Hub serves WebSockets on, for MQTT (subprotocol "mqtt") and AMQP ("AMQPWSB10").

@@ -18,8 +18,9 @@ const REQUEST_TIMEOUT_S = 2;
 const IDLE_TIMEOUT_S = 3;
 const CLOSE_WITHIN_MS = 5_000;
 // After refusing a request it could not read whole, hubd drains what the client still sends for
-// up to 5 s (so that the client reads the answer instead of a reset), then closes.
-const DRAIN_CLOSE_WITHIN_MS = 8_000;
+// up to 5 s or the request timeout if shorter (so that the client reads the answer instead of a
+// reset), then closes.
+const DRAIN_CLOSE_WITHIN_MS = REQUEST_TIMEOUT_S * 1000 + 3_000;
 const RSS_GROWTH_LIMIT_KIB = 16 * 1024;
 
 function assertIotHubError(res, status, code) {
