@@ -15,7 +15,7 @@ const { encodeUriComponentStrict } = require('azure-iot-common');
 const { startHub } = require('./lib/hub');
 const { createSasDevice } = require('./lib/device');
 const { sasToken } = require('./lib/util');
-const { Canaries, rssKiB, assertHubAlive, RawSocket, amqp, decodeFrames, frameError } = require('./lib/bad_input');
+const { Canaries, rssKiB, assertHubAlive, RawSocket, amqp, decodeFrames, frameError, openWebSocket } = require('./lib/bad_input');
 
 const PORT = 5671;
 const CLOSE_WITHIN_MS = 5_000;
@@ -361,6 +361,15 @@ describe('bad input: AMQP', () => {
     } finally {
       conn.close();
     }
+    await afterCase();
+  });
+
+  it('AMQP over WebSockets: garbage after the header: close frame amqp:connection:framing-error inside the WebSocket, then the end', async () => {
+    const ws = await openWebSocket(hub.hostName, 'AMQPWSB10');
+    ws.send(Buffer.concat([amqp.header(0), Buffer.alloc(64, 0xff)]));
+    assert.ok(await ws.closedWithin(CLOSE_WITHIN_MS), 'closed');
+    const frames = decodeFrames(Buffer.concat(ws.received));
+    assert.equal(closeErrorOf(frames)?.condition, 'amqp:connection:framing-error', JSON.stringify(frames.map((f) => f.name)));
     await afterCase();
   });
 

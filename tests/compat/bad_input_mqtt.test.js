@@ -12,7 +12,7 @@ const { startHub } = require('./lib/hub');
 const { Message, createSasDevice, openClient, closeQuietly, within, storedEvents, eventsOf } = require('./lib/device');
 const { RawMqtt, connectPacket, publishPacket, subscribePacket, packet, remainingLength, deviceCredentials } =
   require('./lib/raw_mqtt');
-const { Canaries, rssKiB, assertHubAlive } = require('./lib/bad_input');
+const { Canaries, rssKiB, assertHubAlive, openWebSocket } = require('./lib/bad_input');
 
 const CONNACK = 2;
 const PUBACK = 4;
@@ -332,6 +332,39 @@ describe('bad input: MQTT', () => {
     } finally {
       await closeQuietly(client);
     }
+    await afterCase();
+  });
+
+  // ---- over WebSockets (MqttWs: wss://<host>/$iothub/websocket, subprotocol mqtt) -------------
+
+  it('MQTT over WebSockets: reserved packet type 0 after CONNACK: the connection ends (1006: no close frame)', async () => {
+    const dev = await fresh('ws-type0');
+    const ws = await openWebSocket(hub.hostName, 'mqtt');
+    ws.send(connectPacket(credentials(dev)));
+    const deadline = Date.now() + 5_000;
+    while (ws.received.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(ws.received.map((m) => m.toString('hex')), ['20020000'], 'CONNACK 0');
+    ws.send(Buffer.from([0x00, 0x00]));
+    assert.deepEqual(await ws.closedWithin(CLOSE_WITHIN_MS), { code: 1006 });
+    await afterCase();
+  });
+
+  it('MQTT over WebSockets: a 5 MiB WebSocket message (over the 4 MiB message limit): the connection ends at its header (1009, or 1006 when the client is still writing)', async () => {
+    const ws = await openWebSocket(hub.hostName, 'mqtt');
+    ws.send(Buffer.alloc(5 * 1024 * 1024));
+    // Beast refuses the frame by its header and sends close 1009 (message too big); the session
+    // then closes the socket while the client is still writing, so the client may see the reset
+    // (1006) before the close frame.
+    const closed = await ws.closedWithin(CLOSE_WITHIN_MS);
+    assert.ok(closed && [1009, 1006].includes(closed.code), `closed: ${JSON.stringify(closed)}`);
+    await afterCase();
+  });
+
+  it('MQTT over WebSockets: a text message instead of binary: the connection ends, no CONNACK', async () => {
+    const ws = await openWebSocket(hub.hostName, 'mqtt');
+    ws.send('a text frame');
+    assert.deepEqual(await ws.closedWithin(CLOSE_WITHIN_MS), { code: 1006 });
+    assert.deepEqual(ws.received, []);
     await afterCase();
   });
 

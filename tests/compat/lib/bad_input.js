@@ -227,6 +227,30 @@ function tryTls(host, port, options) {
   });
 }
 
+// ---- WebSockets ------------------------------------------------------------------------------
+
+// A WebSocket to wss://<host>/$iothub/websocket with `subprotocol` (the ws package, as the SDKs'
+// MqttWs/AmqpWs use): resolves once open; `ws.received` collects the binary messages and
+// `ws.closedWithin(ms)` resolves to {code} or null if still open.
+function openWebSocket(hostName, subprotocol) {
+  const WebSocket = require('ws');
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`wss://${hostName}/$iothub/websocket`, subprotocol);
+    ws.received = [];
+    ws.on('message', (m) => ws.received.push(Buffer.from(m)));
+    const closed = new Promise((r) => ws.once('close', (code) => r({ code })));
+    ws.closedWithin = (ms) => {
+      let timer;
+      return Promise.race([closed, new Promise((r) => { timer = setTimeout(() => r(null), ms); })]).finally(() => clearTimeout(timer));
+    };
+    ws.once('open', () => {
+      ws.on('error', () => {});
+      resolve(ws);
+    });
+    ws.once('error', reject);
+  });
+}
+
 // ---- X.509 material past its validity ------------------------------------------------------
 
 // A certificate valid only in January 2020 (openssl ca takes explicit dates; req -x509 and x509
@@ -456,5 +480,5 @@ function frameError(frame) {
 }
 
 module.exports = {
-  rssKiB, assertHubAlive, Canaries, RawSocket, tryTls, parseHttpResponse, rawHttp, expiredCert, amqp, decodeFrames, decodeValue, frameError,
+  rssKiB, assertHubAlive, Canaries, RawSocket, tryTls, parseHttpResponse, rawHttp, expiredCert, openWebSocket, amqp, decodeFrames, decodeValue, frameError,
 };
