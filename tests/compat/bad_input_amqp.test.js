@@ -15,7 +15,7 @@ const { encodeUriComponentStrict } = require('azure-iot-common');
 const { startHub } = require('./lib/hub');
 const { createSasDevice } = require('./lib/device');
 const { sasToken } = require('./lib/util');
-const { Canaries, rssKiB, assertHubAlive, RawSocket, amqp, decodeFrames, frameError, openWebSocket } = require('./lib/bad_input');
+const { Canaries, rssKiB, assertHubAlive, repeatedCases, RawSocket, amqp, decodeFrames, frameError, openWebSocket } = require('./lib/bad_input');
 
 const PORT = 5671;
 const CLOSE_WITHIN_MS = 5_000;
@@ -370,6 +370,17 @@ describe('bad input: AMQP', () => {
     assert.ok(await ws.closedWithin(CLOSE_WITHIN_MS), 'closed');
     const frames = decodeFrames(Buffer.concat(ws.received));
     assert.equal(closeErrorOf(frames)?.condition, 'amqp:connection:framing-error', JSON.stringify(frames.map((f) => f.name)));
+    await afterCase();
+  });
+
+  it('300 more connections sending an unknown performative after open: RSS grows by less than 8 KiB per connection', { timeout: 60_000 }, async () => {
+    const r = await repeatedCases(hub, async () => {
+      const { sock } = await opened();
+      sock.write(amqp.frame(amqp.performative(0x99, [amqp.uint(1)])));
+      assert.ok(await sock.closedWithin(CLOSE_WITHIN_MS), 'closed');
+    });
+    console.log(`hubd RSS over 300 bad connections: ${r.before} -> ${r.after} KiB (${r.perCase.toFixed(2)} KiB each)`);
+    assert.ok(r.perCase < 8, `${r.perCase} KiB per connection`);
     await afterCase();
   });
 

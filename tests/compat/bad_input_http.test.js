@@ -12,7 +12,7 @@ const { Registry } = require('azure-iothub');
 const { startHub } = require('./lib/hub');
 const { createSasDevice } = require('./lib/device');
 const { request, ownerToken, API } = require('./lib/util');
-const { Canaries, rssKiB, assertHubAlive, RawSocket, rawHttp, parseHttpResponse } = require('./lib/bad_input');
+const { Canaries, rssKiB, assertHubAlive, repeatedCases, RawSocket, rawHttp, parseHttpResponse } = require('./lib/bad_input');
 
 const REQUEST_TIMEOUT_S = 2;
 const IDLE_TIMEOUT_S = 3;
@@ -272,6 +272,19 @@ describe('bad input: HTTPS', () => {
     const res = await request({ host: host(), method: 'POST', path: `/devices/${dev.deviceId}/messages/events?${API}`,
                                 body: 'x'.repeat(256 * 1024 + 1), headers: { Authorization: token, 'Content-Type': 'application/octet-stream' } });
     assertIotHubError(res, 413, 'MessageTooLarge');
+    await afterCase();
+  });
+
+  it('300 more connections with a malformed chunked body: RSS grows by less than 8 KiB per connection', { timeout: 60_000 }, async () => {
+    const bytes = head('PUT', `/devices/bad-chunk-${pid}?${API}`, { Authorization: auth, 'Content-Type': 'application/json',
+                                                                      'Transfer-Encoding': 'chunked' }) + 'zz\r\n{}\r\n0\r\n\r\n';
+    const r = await repeatedCases(hub, async () => {
+      const { sock, res } = await rawHttp(host(), bytes);
+      assert.equal(res?.status, 400);
+      sock.destroy();
+    });
+    console.log(`hubd RSS over 300 bad connections: ${r.before} -> ${r.after} KiB (${r.perCase.toFixed(2)} KiB each)`);
+    assert.ok(r.perCase < 8, `${r.perCase} KiB per connection`);
     await afterCase();
   });
 

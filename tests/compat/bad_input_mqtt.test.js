@@ -12,7 +12,7 @@ const { startHub } = require('./lib/hub');
 const { Message, createSasDevice, openClient, closeQuietly, within, storedEvents, eventsOf } = require('./lib/device');
 const { RawMqtt, connectPacket, publishPacket, subscribePacket, packet, remainingLength, deviceCredentials } =
   require('./lib/raw_mqtt');
-const { Canaries, rssKiB, assertHubAlive, openWebSocket } = require('./lib/bad_input');
+const { Canaries, rssKiB, assertHubAlive, repeatedCases, openWebSocket } = require('./lib/bad_input');
 
 const CONNACK = 2;
 const PUBACK = 4;
@@ -369,6 +369,18 @@ describe('bad input: MQTT', () => {
   });
 
   // ---- the file's memory ---------------------------------------------------------------------
+
+  it('300 more connections with an ill-formed CONNECT: RSS grows by less than 8 KiB per connection', { timeout: 60_000 }, async () => {
+    const body = Buffer.concat([rawStr(Buffer.from('MQTT')), Buffer.from([4, 0x02]), u16(60), rawStr(Buffer.from([0xc3, 0x28]))]);
+    const r = await repeatedCases(hub, async () => {
+      const raw = await RawMqtt.connect(hub.hostName);
+      raw.write(packet(0x10, body));
+      assert.ok(await raw.closedWithin(CLOSE_WITHIN_MS), 'closed');
+    });
+    console.log(`hubd RSS over 300 bad connections: ${r.before} -> ${r.after} KiB (${r.perCase.toFixed(2)} KiB each)`);
+    assert.ok(r.perCase < 8, `${r.perCase} KiB per connection`);
+    await afterCase();
+  });
 
   it(`hubd is alive and its RSS grew by less than ${RSS_GROWTH_LIMIT_KIB / 1024} MiB over the cases`, async () => {
     await assertHubAlive(hub);

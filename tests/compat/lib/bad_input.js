@@ -33,6 +33,22 @@ async function assertHubAlive(hub) {
   assert.equal(res.status, 401, 'hubd answers an unauthenticated request with 401');
 }
 
+// Runs `once()` (one bad connection, resolved when the hub has ended it) `warmup` times, reads
+// the RSS, runs it `n` more times (`concurrency` at a time), and returns {before, after, perCase}
+// in KiB: a leak of a connection's state or buffers shows as perCase.
+async function repeatedCases(hub, once, { warmup = 50, n = 300, concurrency = 10 } = {}) {
+  const run = async (count) => {
+    for (let i = 0; i < count; i += concurrency) {
+      await Promise.all(Array.from({ length: Math.min(concurrency, count - i) }, () => once()));
+    }
+  };
+  await run(warmup);
+  const before = rssKiB(hub);
+  await run(n);
+  const after = rssKiB(hub);
+  return { before, after, perCase: (after - before) / n };
+}
+
 // ---- canaries -------------------------------------------------------------------------------
 
 const CANARY_PERIOD_MS = 200;
@@ -480,5 +496,5 @@ function frameError(frame) {
 }
 
 module.exports = {
-  rssKiB, assertHubAlive, Canaries, RawSocket, tryTls, parseHttpResponse, rawHttp, expiredCert, openWebSocket, amqp, decodeFrames, decodeValue, frameError,
+  rssKiB, assertHubAlive, repeatedCases, Canaries, RawSocket, tryTls, parseHttpResponse, rawHttp, expiredCert, openWebSocket, amqp, decodeFrames, decodeValue, frameError,
 };
