@@ -335,6 +335,49 @@ describe('bad input: MQTT', () => {
     await afterCase();
   });
 
+  // ---- device twin over MQTT: reported-properties patches IoT Hub refuses ---------------------
+
+  // A reported PATCH on $iothub/twin/PATCH/properties/reported/?$rid=<rid>: the answer's topic
+  // ($iothub/twin/res/<status>/?$rid=<rid>) and JSON body.
+  async function reportedPatch(name, body) {
+    const { raw, dev } = await connected(name);
+    assert.deepEqual(await raw.subscribe([{ filter: '$iothub/twin/res/#', qos: 0 }]), [0]);
+    raw.write(packet(0x32, Buffer.concat([rawStr(Buffer.from('$iothub/twin/PATCH/properties/reported/?$rid=7')), u16(5),
+                                          Buffer.isBuffer(body) ? body : Buffer.from(body)])));
+    const got = [];
+    for (let i = 0; i < 2; i++) {
+      const p = await next(raw, 10_000);
+      assert.ok(p && p !== 'timeout', `expected PUBACK and the twin answer, got ${describePacket(p)}`);
+      got.push(p);
+    }
+    const answer = got.find((p) => p.type === 3);
+    assert.ok(got.some((p) => p.type === PUBACK), 'PUBACK');
+    assert.ok(answer, 'the twin answer');
+    const topicLength = answer.body.readUInt16BE(0);
+    const topic = answer.body.subarray(2, 2 + topicLength).toString();
+    const json = JSON.parse(answer.body.subarray(2 + topicLength).toString() || 'null');
+    raw.write(Buffer.from([0xc0, 0x00]));
+    const ping = await next(raw);
+    assert.ok(ping && ping.type === PINGRESP, `the connection goes on: expected PINGRESP, got ${describePacket(ping)}`);
+    const twin = await registry.getTwin(dev.deviceId);
+    raw.destroy();
+    return { topic, json, reported: twin.responseBody.properties.reported };
+  }
+
+  for (const [what, body, code] of [
+    ['broken JSON', '{"a": 1', 400006],
+    ['nesting 11 levels', JSON.stringify(Array.from({ length: 11 }).reduce((inner, _, i) => ({ [`l${i}`]: inner }), { leaf: 1 })), 400004],
+    ['ill-formed UTF-8', Buffer.concat([Buffer.from('{"a": "'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]), 400006],
+  ]) {
+    it(`a reported-properties patch with ${what}: $iothub/twin/res/400 with errorCode ${code}, reported unchanged, the connection goes on`, async () => {
+      const r = await reportedPatch(`reported-${code}-${what.length}`, body);
+      assert.equal(r.topic, '$iothub/twin/res/400/?$rid=7');
+      assert.equal(r.json?.errorCode, code, JSON.stringify(r.json));
+      assert.deepEqual(Object.keys(r.reported).filter((k) => !k.startsWith('$')), [], 'nothing reported');
+      await afterCase();
+    });
+  }
+
   // ---- over WebSockets (MqttWs: wss://<host>/$iothub/websocket, subprotocol mqtt) -------------
 
   it('MQTT over WebSockets: reserved packet type 0 after CONNACK: the connection ends (1006: no close frame)', async () => {
