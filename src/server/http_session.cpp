@@ -242,7 +242,8 @@ asio::awaitable<session_end> serve_mqtt_over_websocket(tls_stream& stream, const
   if (!upgraded) co_return session_end::peer_closed;
   ws_transport transport(ws);
   const mqtt_head::connection_info info{conn.id, conn.peer};
-  co_await mqtt_head::run_session(transport, {}, *ctx.mqtt, info);
+  std::string first;  // nothing read ahead: the WebSocket stream starts with the CONNECT
+  co_await mqtt_head::run_session(transport, first, *ctx.mqtt, info);
   co_return session_end::peer_closed;  // the MQTT session closed the socket
 }
 

@@ -189,6 +189,7 @@ struct listeners::impl {
   asio::awaitable<void> run_connection(worker* w, tcp::socket socket, std::uint64_t id);
   asio::awaitable<void> serve_connection(tls_socket& tls, registration& reg, const connection_info& conn);
   asio::awaitable<bool> handshake_and_detect(tls_socket& tls, std::string& first, const connection_info& conn);
+  asio::awaitable<bool> detect_in_time(tls_socket& tls, std::string& first, const connection_info& conn);
   asio::awaitable<void> serve_http(tls_socket& tls, registration& reg, const std::string& first,
                                    const connection_info& conn);
   void request_stop();
@@ -384,25 +385,30 @@ asio::awaitable<bool> listeners::impl::handshake_and_detect(tls_socket& tls, std
   }
 }
 
-asio::awaitable<void> listeners::impl::serve_connection(tls_socket& tls, registration& reg, const connection_info& conn) {
+// handshake_and_detect within the handshake budget, which also covers the first bytes of the
+// protocol. A coroutine of its own so that the timer and the race's state live only while they
+// are needed, not in the frame that then holds the connection for its whole life.
+asio::awaitable<bool> listeners::impl::detect_in_time(tls_socket& tls, std::string& first, const connection_info& conn) {
   using namespace asio::experimental::awaitable_operators;
-  std::string first;
-  {
-    // The handshake budget also covers the first bytes of the protocol.
-    asio::steady_timer deadline(tls.socket().get_executor());
-    deadline.expires_after(opts_.handshake_timeout);
-    asio::awaitable<bool> detect = handshake_and_detect(tls, first, conn);
-    asio::awaitable<void> expiry = deadline.async_wait(asio::use_awaitable);
-    // Named, not a temporary inside the co_await (GCC 12, src/server/README.md).
-    asio::awaitable<std::variant<bool, std::monostate>> race = std::move(detect) || std::move(expiry);
-    const std::variant<bool, std::monostate> outcome = co_await std::move(race);
-    if (outcome.index() == 1) {
-      log_->info("connection {} from {}: no TLS handshake and protocol header within {} s", conn.id, conn.peer,
-                 opts_.handshake_timeout.count());
-      co_return;
-    }
-    if (!std::get<0>(outcome)) co_return;
+  asio::steady_timer deadline(tls.socket().get_executor());
+  deadline.expires_after(opts_.handshake_timeout);
+  asio::awaitable<bool> detect = handshake_and_detect(tls, first, conn);
+  asio::awaitable<void> expiry = deadline.async_wait(asio::use_awaitable);
+  // Named, not a temporary inside the co_await (GCC 12, src/server/README.md).
+  asio::awaitable<std::variant<bool, std::monostate>> race = std::move(detect) || std::move(expiry);
+  const std::variant<bool, std::monostate> outcome = co_await std::move(race);
+  if (outcome.index() == 1) {
+    log_->info("connection {} from {}: no TLS handshake and protocol header within {} s", conn.id, conn.peer,
+               opts_.handshake_timeout.count());
+    co_return false;
   }
+  co_return std::get<0>(outcome);
+}
+
+asio::awaitable<void> listeners::impl::serve_connection(tls_socket& tls, registration& reg, const connection_info& conn) {
+  std::string first;
+  const bool detected = co_await detect_in_time(tls, first, conn);
+  if (!detected) co_return;
 
   const std::string_view seen = first;
   if (static_cast<std::uint8_t>(seen[0]) == mqtt_connect_byte) {
@@ -413,7 +419,7 @@ asio::awaitable<void> listeners::impl::serve_connection(tls_socket& tls, registr
     }
     tls_transport transport(tls);
     const mqtt_head::connection_info info{conn.id, conn.peer};
-    co_await mqtt_head::run_session(transport, seen, *mqtt_ctx_, info);
+    co_await mqtt_head::run_session(transport, first, *mqtt_ctx_, info);  // takes `first`, frees it
     co_return;  // the MQTT session closed the socket
   }
   if (seen.starts_with("AMQP")) {

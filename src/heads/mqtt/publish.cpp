@@ -99,16 +99,26 @@ publish_decision decide_publish(mqtt::publish&& p, const sender& who, sys_time n
 
 ack_queue::ticket ack_queue::push(std::uint16_t packet_id) {
   entries_.push_back(entry{packet_id, false});
-  return first_ + entries_.size() - 1;
+  return first_ + in_flight() - 1;
 }
 
 void ack_queue::complete(ticket t, std::vector<std::uint16_t>& ready) {
-  if (t < first_ || t - first_ >= entries_.size()) return;  // not ours (or completed twice)
-  entries_[t - first_].done = true;
-  while (!entries_.empty() && entries_.front().done) {
-    if (entries_.front().packet_id != 0) ready.push_back(entries_.front().packet_id);
-    entries_.pop_front();
+  if (t < first_ || t - first_ >= in_flight()) return;  // not ours (or completed twice)
+  entries_[head_ + (t - first_)].done = true;
+  while (head_ < entries_.size() && entries_[head_].done) {
+    if (entries_[head_].packet_id != 0) ready.push_back(entries_[head_].packet_id);
+    ++head_;
     ++first_;
+  }
+  if (head_ == entries_.size()) {
+    // Drained: an idle connection keeps no buffer. A busy one allocates again at its next
+    // publish, at most once per batch of acknowledgements.
+    head_ = 0;
+    std::vector<entry>().swap(entries_);
+  } else if (head_ >= 16 && head_ * 2 >= entries_.size()) {
+    // Most of the buffer is done: move the waiting ones to the front (amortised O(1) per entry).
+    entries_.erase(entries_.begin(), entries_.begin() + static_cast<std::ptrdiff_t>(head_));
+    head_ = 0;
   }
 }
 

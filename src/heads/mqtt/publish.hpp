@@ -81,6 +81,10 @@ std::optional<telemetry::message> will_telemetry(const mqtt::will_message& will,
 // PUBACKs in PUBLISH order (MQTT 3.1.1 §4.6), whatever order the completions arrive in. QoS 0
 // publishes take a place too (packet id 0, never acknowledged) so that in_flight() counts every
 // message still waiting, for flow control. Owned by one connection, used on its thread only.
+//
+// Holds no memory while nothing is in flight (an idle connection: see docs/benchmarks.md,
+// "Memory per idle TLS connection"); a std::deque would allocate its map and a 512-byte block
+// as soon as it is constructed.
 class ack_queue {
  public:
   using ticket = std::uint64_t;
@@ -88,15 +92,17 @@ class ack_queue {
   ticket push(std::uint16_t packet_id);
   // Marks `t` done and appends to `ready` the packet ids that may now be acknowledged, in order.
   void complete(ticket t, std::vector<std::uint16_t>& ready);
-  std::size_t in_flight() const noexcept { return entries_.size(); }
+  std::size_t in_flight() const noexcept { return entries_.size() - head_; }
 
  private:
   struct entry {
     std::uint16_t packet_id = 0;
     bool done = false;
   };
-  std::deque<entry> entries_;
-  ticket first_ = 0;  // ticket of entries_.front()
+  // entries_[head_..] wait, oldest first; the done ones before head_ are dropped in bulk.
+  std::vector<entry> entries_;
+  std::size_t head_ = 0;
+  ticket first_ = 0;  // ticket of entries_[head_]
 };
 
 }  // namespace hub::mqtt_head

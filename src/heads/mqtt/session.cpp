@@ -40,7 +40,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <deque>
+#include <list>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -101,9 +101,7 @@ class connection final : public messaging::device_link, public std::enable_share
         info_(info),
         ex_(ex),
         codec_(mqtt::decode_limits{ctx.options.max_packet_bytes}),
-        timer_(ex),
-        expiry_(ex),
-        wake_(ex),
+        deadline_(ex),
         c2d_(ctx.options.max_c2d_in_flight) {}
 
   // device_link: any thread.
@@ -130,7 +128,7 @@ class connection final : public messaging::device_link, public std::enable_share
     });
   }
 
-  asio::awaitable<void> serve(std::string_view first_bytes);
+  asio::awaitable<void> serve(std::string& first_bytes);
 
  private:
   asio::awaitable<void> handle(std::vector<mqtt::event>& events);
@@ -189,9 +187,13 @@ class connection final : public messaging::device_link, public std::enable_share
 
   void queue(const mqtt::packet& p);
   void kick_writer();
+  // The connection's deadlines, all on deadline_: the CONNECT deadline until admitted, then
+  // the keep-alive tick and the token or certificate expiry.
   void arm_connect_timeout();
   void arm_keep_alive(std::chrono::milliseconds period);
-  void arm_expiry(sys_time at, std::string reason);
+  void arm_expiry(sys_time at, const char* reason);
+  void arm_deadline();
+  void on_deadline();
   // Ends the connection now: no more reads or writes, the transport closes. will_due: the
   // connection ends the way MQTT sends a Will for (network failure, keep-alive timeout, protocol
   // error), not by DISCONNECT or by the hub's own decision (replaced, identity deleted or
@@ -212,10 +214,18 @@ class connection final : public messaging::device_link, public std::enable_share
   const connection_info info_;
   asio::any_io_executor ex_;
   mqtt::server_session codec_;
-  asio::steady_timer timer_;    // CONNECT deadline, then the keep-alive tick
+  // One timer, set to the earliest deadline, so that an idle connection holds one timer and
+  // one pending wait (see docs/benchmarks.md, "Memory per idle TLS connection").
+  asio::steady_timer deadline_;
   std::uint64_t timer_generation_ = 0;  // a handler of an older arming ignores itself
-  asio::steady_timer expiry_;   // SAS token / certificate expiry
-  asio::steady_timer wake_;     // the session coroutine waits on it (flow control, writer drained)
+  std::chrono::steady_clock::time_point connect_deadline_{};  // until connected_
+  std::chrono::milliseconds keep_alive_period_{0};            // 0: no keep-alive
+  std::chrono::steady_clock::time_point next_tick_{};
+  std::optional<std::chrono::steady_clock::time_point> expires_at_;  // SAS token / certificate
+  const char* expiry_reason_ = "";
+  // The session coroutine waits on it (flow control, writer drained); it lives in wait_wake's
+  // frame, only while the session waits.
+  asio::steady_timer* wake_ = nullptr;
   std::vector<char> read_buf_;  // empty while idle
   int small_reads_ = 0;
   std::string out_;             // encoded packets waiting for the writer
@@ -251,7 +261,7 @@ class connection final : public messaging::device_link, public std::enable_share
   // Twins and methods: the twin requests waiting (the front one is on the pool while twin_busy_),
   // and whether the session takes desired updates and method calls (the latter read by
   // invoke_method from any thread).
-  std::deque<twin_job> twin_queue_;
+  std::list<twin_job> twin_queue_;  // not a deque: that allocates 576 bytes up front
   bool twin_busy_ = false;
   bool desired_updates_ = false;
   std::atomic<bool> method_calls_{false};
@@ -293,10 +303,11 @@ asio::awaitable<void> off_thread(const session_context& ctx, std::function<void(
   co_await asio::co_spawn(ctx.blocking, std::move(call), asio::use_awaitable);
 }
 
-asio::awaitable<void> connection::serve(std::string_view first_bytes) {
+asio::awaitable<void> connection::serve(std::string& first_bytes) {
   arm_connect_timeout();
   std::vector<mqtt::event> events;
   codec_.recv({first_bytes.data(), first_bytes.size()}, events);
+  std::string().swap(first_bytes);
   co_await handle(events);
 
   while (!closed_ && !stop_reading_) {
@@ -308,6 +319,8 @@ asio::awaitable<void> connection::serve(std::string_view first_bytes) {
       continue;
     }
     if (read_buf_.empty()) {
+      // Idle: hold neither the packets handled last (the CONNECT, with its SAS token) nor room.
+      std::vector<mqtt::event>().swap(events);
       co_await t_.wait_readable();
       if (closed_) break;
       read_buf_.resize(read_buffer_min);
@@ -414,11 +427,13 @@ asio::awaitable<void> connection::on_connect(const mqtt::connect& c) {
   if (a.attached.previous) a.attached.previous->close("replaced by a new connection of the same identity");
   if (closed_) co_return;
 
-  ++timer_generation_;  // the CONNECT deadline no longer applies; keep-alive arms next
-  timer_.cancel();
   queue(mqtt::connack{a.session_present, mqtt::connack_code::accepted});
   const bool sas = a.method == telemetry::auth_method::sas || a.method == telemetry::auth_method::policy;
-  if (a.expires != sys_time{}) arm_expiry(a.expires, sas ? "SAS token expired" : "client certificate expired");
+  if (a.expires != sys_time{}) {
+    arm_expiry(a.expires, sas ? "SAS token expired" : "client certificate expired");
+  } else {
+    arm_deadline();  // the CONNECT deadline no longer applies; keep-alive arms next
+  }
   ctx_.log->info("connection {} from {}: {} connected over {} ({}, keep-alive {} s, session present {})", info_.id,
                  info_.peer, who(), t_.name(), auth_text(a.method), c.keep_alive, a.session_present ? 1 : 0);
   // A persistent session subscribed to devicebound: what was queued meanwhile goes out now,
@@ -543,7 +558,7 @@ void connection::complete_publish(ack_queue::ticket ticket, std::size_t bytes) {
   kick_writer();
   if (waiting_for_acks_ && acks_.in_flight() <= ctx_.options.max_in_flight / 2 &&
       in_flight_bytes_ <= ctx_.options.max_in_flight_bytes / 2) {
-    wake_.cancel();
+    if (wake_) wake_->cancel();
   }
 }
 
@@ -785,13 +800,16 @@ asio::awaitable<void> connection::write_loop(std::shared_ptr<connection> self) {
   if (self->sending_.capacity() > write_buffer_keep) std::string().swap(self->sending_);
   if (self->out_.empty() && self->out_.capacity() > write_buffer_keep) std::string().swap(self->out_);
   self->writing_ = false;
-  self->wake_.cancel();
+  if (self->wake_) self->wake_->cancel();
 }
 
 asio::awaitable<void> connection::wait_wake(std::chrono::steady_clock::duration limit) {
-  wake_.expires_after(limit);
-  auto [ec] = co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+  asio::steady_timer wake(ex_);
+  wake_ = &wake;
+  wake.expires_after(limit);
+  auto [ec] = co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
   (void)ec;
+  wake_ = nullptr;
 }
 
 asio::awaitable<void> connection::finish() {
@@ -934,9 +952,8 @@ void connection::end(std::string reason, bool will_due) {
   end_reason_ = std::move(reason);
   will_due_ = will_due;
   ++timer_generation_;
-  timer_.cancel();
-  expiry_.cancel();
-  wake_.cancel();
+  deadline_.cancel();
+  if (wake_) wake_->cancel();
   t_.close();
 }
 
@@ -951,45 +968,79 @@ void connection::send_will() {
 }
 
 void connection::arm_connect_timeout() {
-  const std::uint64_t generation = ++timer_generation_;
-  timer_.expires_after(ctx_.options.connect_timeout);
-  timer_.async_wait([self = shared_from_this(), generation](const error_code& ec) {
-    if (ec || generation != self->timer_generation_ || self->closed_ || self->connected_) return;
-    self->ctx_.log->info("connection {} from {}: no MQTT CONNECT accepted within {} s; closing", self->info_.id,
-                         self->info_.peer, self->ctx_.options.connect_timeout.count());
-    self->end("no CONNECT in time");
-  });
+  connect_deadline_ = std::chrono::steady_clock::now() + ctx_.options.connect_timeout;
+  arm_deadline();
 }
 
 void connection::arm_keep_alive(std::chrono::milliseconds period) {
+  keep_alive_period_ = period;
+  next_tick_ = std::chrono::steady_clock::now() + period;
+  arm_deadline();
+}
+
+void connection::arm_expiry(sys_time at, const char* reason) {
+  const auto left = std::chrono::duration_cast<std::chrono::steady_clock::duration>(at - ctx_.svc.clk.now());
+  expires_at_ = std::chrono::steady_clock::now() + left;
+  expiry_reason_ = reason;
+  arm_deadline();
+}
+
+void connection::arm_deadline() {
+  if (closed_) return;
+  std::optional<std::chrono::steady_clock::time_point> due;
+  const auto consider = [&due](std::chrono::steady_clock::time_point t) {
+    if (!due || t < *due) due = t;
+  };
+  if (!connected_) {
+    consider(connect_deadline_);
+  } else {
+    if (keep_alive_period_.count() > 0) consider(next_tick_);
+    if (expires_at_) consider(*expires_at_);
+  }
   const std::uint64_t generation = ++timer_generation_;
-  timer_.expires_after(period);
-  timer_.async_wait([self = shared_from_this(), generation, period](const error_code& ec) {
+  if (!due) {
+    deadline_.cancel();
+    return;
+  }
+  deadline_.expires_at(*due);
+  deadline_.async_wait([self = shared_from_this(), generation](const error_code& ec) {
     if (ec || generation != self->timer_generation_ || self->closed_) return;
-    std::vector<mqtt::event> events;
-    self->codec_.keep_alive_tick(events);
-    if (!events.empty()) {
-      self->end("keep-alive timeout", true);
-      return;
-    }
-    self->arm_keep_alive(period);
+    self->on_deadline();
   });
 }
 
-void connection::arm_expiry(sys_time at, std::string reason) {
-  const auto left = std::chrono::duration_cast<std::chrono::steady_clock::duration>(at - ctx_.svc.clk.now());
-  expiry_.expires_after(left);
-  expiry_.async_wait([self = shared_from_this(), reason = std::move(reason)](const error_code& ec) mutable {
-    if (ec || self->closed_) return;
-    self->end(std::move(reason));  // as IoT Hub does: the device reconnects with a new token
-  });
+void connection::on_deadline() {
+  const auto now = std::chrono::steady_clock::now();
+  if (!connected_) {
+    if (now >= connect_deadline_) {
+      ctx_.log->info("connection {} from {}: no MQTT CONNECT accepted within {} s; closing", info_.id, info_.peer,
+                     ctx_.options.connect_timeout.count());
+      end("no CONNECT in time");
+      return;
+    }
+  } else {
+    if (expires_at_ && now >= *expires_at_) {
+      end(expiry_reason_);  // as IoT Hub does: the device reconnects with a new token
+      return;
+    }
+    if (keep_alive_period_.count() > 0 && now >= next_tick_) {
+      std::vector<mqtt::event> events;
+      codec_.keep_alive_tick(events);
+      if (!events.empty()) {
+        end("keep-alive timeout", true);
+        return;
+      }
+      next_tick_ = now + keep_alive_period_;
+    }
+  }
+  arm_deadline();
 }
 
 }  // namespace
 
 asio::awaitable<void> transport::wait_readable() { co_return; }
 
-asio::awaitable<void> run_session(transport& t, std::string_view first_bytes, const session_context& ctx,
+asio::awaitable<void> run_session(transport& t, std::string& first_bytes, const session_context& ctx,
                                   const connection_info& conn) {
   auto ex = co_await asio::this_coro::executor;
   auto c = std::make_shared<connection>(t, ctx, conn, ex);

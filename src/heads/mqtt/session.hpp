@@ -82,10 +82,12 @@ struct connection_info {
 
 // Serves one MQTT connection until it ends: the device disconnects or breaks a rule, keep-alive
 // lapses, its token expires, or another connection of the same identity replaces it.
-// `first_bytes` were already read (protocol detection). The caller owns `t` (and the stream under
+// `first_bytes` were already read (protocol detection); the session takes them and leaves the
+// string empty, its memory released (it holds the CONNECT and its credentials, and an idle
+// connection should hold neither). The caller owns `t` (and the stream under
 // it) and co_awaits this directly; when it returns the transport is closed and no operation or
 // object refers to it any more.
-boost::asio::awaitable<void> run_session(transport& t, std::string_view first_bytes, const session_context& ctx,
+boost::asio::awaitable<void> run_session(transport& t, std::string& first_bytes, const session_context& ctx,
                                          const connection_info& conn);
 
 }  // namespace hub::mqtt_head

@@ -3,6 +3,11 @@
 #include "heads/mqtt/publish.hpp"
 
 #include <boost/json/object.hpp>
+
+#include <algorithm>
+#include <random>
+#include <set>
+
 #include <gtest/gtest.h>
 
 namespace hub::mqtt_head {
@@ -168,6 +173,45 @@ TEST(ack_queue, acknowledges_in_publish_order) {
   const auto d = q.push(4);
   q.complete(d, ready);
   EXPECT_EQ(ready, (std::vector<std::uint16_t>{4}));
+}
+
+// Many publishes in flight, completed in a shuffled order while more arrive (the queue compacts
+// and empties as it goes): every PUBACK comes out once, in push order, and only when every
+// earlier publish is done.
+TEST(ack_queue, keeps_order_across_compaction_and_draining) {
+  ack_queue q;
+  std::mt19937 rng(7);
+  std::vector<ack_queue::ticket> open;  // pushed, not completed
+  std::vector<std::uint16_t> pushed;    // packet ids in push order (0: QoS 0)
+  std::vector<std::uint16_t> acked;
+  std::set<ack_queue::ticket> done;
+  ack_queue::ticket oldest = 0;  // oldest ticket not yet done
+  std::vector<ack_queue::ticket> tickets;
+  for (int round = 0; round < 2000; ++round) {
+    const int pushes = static_cast<int>(rng() % 40);
+    for (int i = 0; i < pushes; ++i) {
+      const auto id = static_cast<std::uint16_t>(rng() % 5 == 0 ? 0 : 1 + pushed.size() % 65535);
+      tickets.push_back(q.push(id));
+      pushed.push_back(id);
+      open.push_back(tickets.back());
+    }
+    std::shuffle(open.begin(), open.end(), rng);
+    const std::size_t completes = open.empty() ? 0 : rng() % (open.size() + 1);
+    for (std::size_t i = 0; i < completes; ++i) {
+      std::vector<std::uint16_t> ready;
+      q.complete(open.back(), ready);
+      done.insert(open.back());
+      open.pop_back();
+      acked.insert(acked.end(), ready.begin(), ready.end());
+      while (done.count(oldest)) ++oldest;
+    }
+    ASSERT_EQ(q.in_flight(), tickets.size() - oldest);
+  }
+  std::vector<std::uint16_t> expected;
+  for (std::size_t i = 0; i < oldest; ++i) {
+    if (pushed[i] != 0) expected.push_back(pushed[i]);
+  }
+  EXPECT_EQ(acked, expected);
 }
 
 }  // namespace
