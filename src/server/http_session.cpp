@@ -208,6 +208,7 @@ class ws_transport final : public mqtt_head::transport, public amqp_head::transp
     return certificates::client_chain_of(ws_.next_layer().native_handle());
   }
   std::string_view name() const noexcept override { return "mqtt-ws"; }
+  asio::any_io_executor executor() override { return ws_.get_executor(); }
 
  private:
   ws_stream& ws_;

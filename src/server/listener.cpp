@@ -119,6 +119,7 @@ class tls_transport final : public mqtt_head::transport, public amqp_head::trans
   void close() noexcept override { s_.close(); }
   certificates::client_chain peer_certificates() const override { return certificates::client_chain_of(s_.native_handle()); }
   std::string_view name() const noexcept override { return "mqtt"; }
+  asio::any_io_executor executor() override { return s_.socket().get_executor(); }
 
  private:
   tls_socket& s_;
@@ -187,7 +188,6 @@ struct listeners::impl {
   void start_accepting();
   asio::awaitable<void> accept_loop(tcp::acceptor* acceptor, std::string name);
   asio::awaitable<void> run_connection(worker* w, tcp::socket socket, std::uint64_t id);
-  asio::awaitable<void> serve_connection(tls_socket& tls, registration& reg, const connection_info& conn);
   asio::awaitable<bool> handshake_and_detect(tls_socket& tls, std::string& first, const connection_info& conn);
   asio::awaitable<bool> detect_in_time(tls_socket& tls, std::string& first, const connection_info& conn);
   asio::awaitable<void> serve_http(tls_socket& tls, registration& reg, const std::string& first,
@@ -357,7 +357,32 @@ asio::awaitable<void> listeners::impl::run_connection(worker* w, tcp::socket soc
   registration reg(*w, tls.socket());
   if (w->closing) co_return;  // accepted while shutting down
   log_->debug("connection {} from {} on {} accepted", conn.id, conn.peer, conn.local);
-  co_await serve_connection(tls, reg, conn);
+  // Protocol dispatch right here, not in a coroutine of its own: every frame on the way down to
+  // the session's idle wait stays allocated for as long as the connection lives (see
+  // docs/benchmarks.md, "Memory per idle TLS connection").
+  std::string first;
+  const bool detected = co_await detect_in_time(tls, first, conn);
+  const std::uint8_t kind = detected ? static_cast<std::uint8_t>(first[0]) : 0;
+  tls_transport transport(tls);
+  if (!detected) {
+    // closed (logged where worth it)
+  } else if (kind == mqtt_connect_byte && !mqtt_ctx_) {
+    log_->info("connection {} from {}: MQTT is not served; closing", conn.id, conn.peer);
+    tls.send_close_notify();
+  } else if (kind == mqtt_connect_byte) {
+    const mqtt_head::connection_info info{conn.id, conn.peer};
+    co_await mqtt_head::run_session(transport, first, *mqtt_ctx_, info);  // takes `first`, frees it
+    // the MQTT session closed the socket
+  } else if (std::string_view(first).starts_with("AMQP") && !amqp_ctx_) {
+    log_->info("connection {} from {}: AMQP is not served; closing", conn.id, conn.peer);
+    tls.send_close_notify();
+  } else if (std::string_view(first).starts_with("AMQP")) {
+    const amqp_head::connection_info info{conn.id, conn.peer, "amqp"};
+    co_await amqp_head::run_session(transport, first, *amqp_ctx_, info);
+    // the AMQP session closed the socket
+  } else {
+    co_await serve_http(tls, reg, first, conn);
+  }
   log_->debug("connection {} from {} closed", conn.id, conn.peer);
 }
 
@@ -403,37 +428,6 @@ asio::awaitable<bool> listeners::impl::detect_in_time(tls_socket& tls, std::stri
     co_return false;
   }
   co_return std::get<0>(outcome);
-}
-
-asio::awaitable<void> listeners::impl::serve_connection(tls_socket& tls, registration& reg, const connection_info& conn) {
-  std::string first;
-  const bool detected = co_await detect_in_time(tls, first, conn);
-  if (!detected) co_return;
-
-  const std::string_view seen = first;
-  if (static_cast<std::uint8_t>(seen[0]) == mqtt_connect_byte) {
-    if (!mqtt_ctx_) {
-      log_->info("connection {} from {}: MQTT is not served; closing", conn.id, conn.peer);
-      tls.send_close_notify();
-      co_return;
-    }
-    tls_transport transport(tls);
-    const mqtt_head::connection_info info{conn.id, conn.peer};
-    co_await mqtt_head::run_session(transport, first, *mqtt_ctx_, info);  // takes `first`, frees it
-    co_return;  // the MQTT session closed the socket
-  }
-  if (seen.starts_with("AMQP")) {
-    if (!amqp_ctx_) {
-      log_->info("connection {} from {}: AMQP is not served; closing", conn.id, conn.peer);
-      tls.send_close_notify();
-      co_return;
-    }
-    tls_transport transport(tls);
-    const amqp_head::connection_info info{conn.id, conn.peer, "amqp"};
-    co_await amqp_head::run_session(transport, seen, *amqp_ctx_, info);
-    co_return;  // the AMQP session closed the socket
-  }
-  co_await serve_http(tls, reg, first, conn);
 }
 
 // HTTP (and WebSockets after an upgrade) run on Beast, so the established TLS connection moves

@@ -154,9 +154,12 @@ asio::awaitable<void> tls_socket::wait_readable() {
       pending_ = ec;
       co_return;
     }
-    ec = co_await wait(s);
-    if (ec) {
-      pending_ = ec;
+    // The wait inline, not through wait(): an idle connection sits here, and each nested
+    // coroutine would be one more frame held for as long as it is idle.
+    const auto what = s == step::want_read ? tcp::socket::wait_read : tcp::socket::wait_write;
+    auto [wec] = co_await socket_.async_wait(what, asio::as_tuple(asio::use_awaitable));
+    if (wec) {
+      pending_ = wec;
       co_return;
     }
   }

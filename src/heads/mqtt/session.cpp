@@ -128,7 +128,8 @@ class connection final : public messaging::device_link, public std::enable_share
     });
   }
 
-  asio::awaitable<void> serve(std::string& first_bytes);
+  // `self` is this connection: the session coroutine's frame owns it.
+  asio::awaitable<void> serve(std::shared_ptr<connection> self, std::string& first_bytes);
 
  private:
   asio::awaitable<void> handle(std::vector<mqtt::event>& events);
@@ -303,7 +304,7 @@ asio::awaitable<void> off_thread(const session_context& ctx, std::function<void(
   co_await asio::co_spawn(ctx.blocking, std::move(call), asio::use_awaitable);
 }
 
-asio::awaitable<void> connection::serve(std::string& first_bytes) {
+asio::awaitable<void> connection::serve(std::shared_ptr<connection> self, std::string& first_bytes) {
   arm_connect_timeout();
   std::vector<mqtt::event> events;
   codec_.recv({first_bytes.data(), first_bytes.size()}, events);
@@ -1040,11 +1041,13 @@ void connection::on_deadline() {
 
 asio::awaitable<void> transport::wait_readable() { co_return; }
 
+// Not a coroutine: the session coroutine is serve(), whose frame owns the connection, so an idle
+// connection holds one frame less.
 asio::awaitable<void> run_session(transport& t, std::string& first_bytes, const session_context& ctx,
                                   const connection_info& conn) {
-  auto ex = co_await asio::this_coro::executor;
-  auto c = std::make_shared<connection>(t, ctx, conn, ex);
-  co_await c->serve(first_bytes);
+  auto c = std::make_shared<connection>(t, ctx, conn, t.executor());
+  connection& session = *c;
+  return session.serve(std::move(c), first_bytes);
 }
 
 }  // namespace hub::mqtt_head

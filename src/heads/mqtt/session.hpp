@@ -48,6 +48,8 @@ class transport {
   virtual certificates::client_chain peer_certificates() const = 0;
   // "mqtt" or "mqtt-ws", for the log.
   virtual std::string_view name() const noexcept = 0;
+  // The connection's executor (its io_context thread).
+  virtual boost::asio::any_io_executor executor() = 0;
 };
 
 struct session_options {
