@@ -3,6 +3,7 @@
 #include "storage/segment_file.hpp"
 
 #include "base/log.hpp"
+#include "base/stage_stats.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -154,6 +155,7 @@ struct pending_append {
   std::vector<std::string> batch;
   event_log::batch_callback batch_done;
   bool is_batch = false;
+  std::int64_t enqueued_ns = 0;  // stage_stats only (0 when off)
 };
 
 }  // namespace
@@ -262,13 +264,24 @@ struct event_log::impl {
       ++count;
     };
     for (const auto& a : batch) {
+      stage_stats::since(stage_stats::stage::log_queue_wait, a.enqueued_ns);
       if (a.is_batch) {
         for (const auto& r : a.batch) add(r);
       } else {
         add(a.data);
       }
     }
-    if (!write_all(seg->fd, buf.data(), buf.size()) || (options.sync && ::fdatasync(seg->fd) != 0)) {
+    const std::int64_t write_ns = stage_stats::stamp();
+    bool written = write_all(seg->fd, buf.data(), buf.size());
+    const std::int64_t sync_ns = stage_stats::stamp();
+    if (written && options.sync) written = ::fdatasync(seg->fd) == 0;
+    if (stage_stats::enabled()) {
+      const std::int64_t end_ns = stage_stats::now_ns();
+      stage_stats::record(stage_stats::stage::log_write, sync_ns - write_ns);
+      stage_stats::record(stage_stats::stage::log_fdatasync, end_ns - sync_ns);
+      stage_stats::record(stage_stats::stage::log_records, static_cast<std::int64_t>(positions.size()));
+    }
+    if (!written) {
       auto err = io_error("cannot write", seg->path.string());
       log::get("storage")->error("{}", err.message);
       // Cut the partial batch so the file stays a clean sequence of records.
@@ -289,6 +302,7 @@ struct event_log::impl {
       seg->index.insert(seg->index.end(), new_index.begin(), new_index.end());
       p.last_ms = ms;
     }
+    const std::int64_t callbacks_ns = stage_stats::stamp();
     std::size_t at = 0;
     for (auto& a : batch) {
       if (a.is_batch) {
@@ -303,6 +317,7 @@ struct event_log::impl {
         ++at;
       }
     }
+    stage_stats::since(stage_stats::stage::log_callbacks, callbacks_ns);
     std::scoped_lock lock(listener_mutex);
     if (listener) listener(p.id, last_seq);
   }
@@ -371,6 +386,7 @@ void event_log::append(std::uint32_t partition, std::string data, append_callbac
       return;
     }
     pending_append a;
+    a.enqueued_ns = stage_stats::stamp();
     a.data = std::move(data);
     a.done = std::move(done);
     wake = p.queue.empty();
@@ -404,6 +420,7 @@ void event_log::append(std::uint32_t partition, std::vector<std::string> records
       return;
     }
     pending_append a;
+    a.enqueued_ns = stage_stats::stamp();
     a.batch = std::move(records);
     a.batch_done = std::move(done);
     a.is_batch = true;

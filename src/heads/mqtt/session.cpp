@@ -15,6 +15,7 @@
 #include "heads/mqtt/session.hpp"
 
 #include "base/log.hpp"
+#include "base/stage_stats.hpp"
 #include "codec/mqtt/session.hpp"
 #include "domain/c2d/service.hpp"
 #include "domain/connections/connection_table.hpp"
@@ -44,6 +45,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace hub::mqtt_head {
@@ -83,6 +85,17 @@ std::string_view auth_text(telemetry::auth_method m) {
   }
   return "?";
 }
+
+// What an MQTT connection frees when it goes idle (transport::wait_readable's hook).
+struct idle_release {
+  std::vector<char>* read_buf;
+  std::vector<mqtt::event>* events;
+  static void run(void* p) noexcept {
+    auto* r = static_cast<idle_release*>(p);
+    std::vector<char>().swap(*r->read_buf);
+    std::vector<mqtt::event>().swap(*r->events);
+  }
+};
 
 bool peer_went_away(const error_code& ec) {
   return ec == asio::error::eof || ec == asio::error::connection_reset || ec == asio::ssl::error::stream_truncated ||
@@ -149,7 +162,7 @@ class connection final : public messaging::device_link, public std::enable_share
     std::size_t bytes = 0;
   };
   void send_telemetry_batch();
-  void on_durable_batch(const std::vector<batch_entry>& entries, const std::optional<error>& failure);
+  void on_durable_batch(std::vector<batch_entry>& entries, const std::optional<error>& failure);
   // A publish waiting in acks_ is done: its PUBACK (and those it held back) go out, and reading
   // resumes if flow control paused it.
   void complete_publish(ack_queue::ticket ticket, std::size_t bytes);
@@ -232,6 +245,8 @@ class connection final : public messaging::device_link, public std::enable_share
   std::string out_;             // encoded packets waiting for the writer
   std::string sending_;         // what the writer is writing now
   bool writing_ = false;
+  std::int64_t kick_ns_ = 0;    // stage_stats: when the writer was started (0 when off)
+  std::int64_t read_ns_ = 0;    // stage_stats: when the read being handled returned (0 when off)
   bool stop_reading_ = false;   // refused: flush the CONNACK, then close
   bool closed_ = false;         // ended: the transport is closed or about to be
   bool waiting_for_acks_ = false;
@@ -319,13 +334,15 @@ asio::awaitable<void> connection::serve(std::shared_ptr<connection> self, std::s
       waiting_for_acks_ = false;
       continue;
     }
-    if (read_buf_.empty()) {
-      // Idle: hold neither the packets handled last (the CONNECT, with its SAS token) nor room.
-      std::vector<mqtt::event>().swap(events);
-      co_await t_.wait_readable();
-      if (closed_) break;
-      read_buf_.resize(read_buffer_min);
+    {
+      // The read buffer and the packets handled last (the CONNECT, with its SAS token) go only
+      // if the connection goes idle (wait_readable is about to block): a busy one keeps both
+      // from read to read.
+      idle_release idle{&read_buf_, &events};
+      co_await t_.wait_readable(&idle_release::run, &idle);
     }
+    if (closed_) break;
+    if (read_buf_.empty()) read_buf_.resize(read_buffer_min);
     error_code ec;
     const std::size_t n = co_await t_.read_some(asio::buffer(read_buf_), ec);
     if (ec) {
@@ -338,15 +355,14 @@ asio::awaitable<void> connection::serve(std::shared_ptr<connection> self, std::s
           !shutdown);
       break;
     }
+    read_ns_ = stage_stats::stamp();
     events.clear();
     codec_.recv({read_buf_.data(), n}, events);
-    // A full buffer means more is waiting: grow. A small buffer not filled: the socket is
-    // drained, release it (idle connections hold none). Many small reads: shrink back.
+    // A full buffer means more is waiting: grow. Many small reads: shrink back. (An idle
+    // connection's buffer goes in wait_readable.)
     if (n == read_buf_.size() && read_buf_.size() < read_buffer_max) {
       read_buf_.resize(read_buf_.size() * 2);
       small_reads_ = 0;
-    } else if (read_buf_.size() == read_buffer_min) {
-      std::vector<char>().swap(read_buf_);
     } else if (n < read_buffer_min / 4 && read_buf_.size() > read_buffer_min && ++small_reads_ >= small_reads_to_shrink) {
       std::vector<char>(read_buffer_min).swap(read_buf_);
       small_reads_ = 0;
@@ -526,19 +542,23 @@ void connection::acknowledge_now(std::uint16_t packet_id) {
 void connection::send_telemetry_batch() {
   if (batch_.empty()) return;
   // The completion runs on the log's writer thread once the whole batch is durable.
-  ctx_.svc.telemetry.send_batch(batch_, [self = shared_from_this(), entries = std::move(batch_entries_)](
-                                            result<void> r) mutable {
+  ctx_.svc.telemetry.send_batch(batch_, [self = shared_from_this(), entries = std::move(batch_entries_),
+                                         read_ns = read_ns_](result<void> r) mutable {
     std::optional<error> failure;
     if (!r) failure = r.error();
-    asio::post(self->ex_, [self, entries = std::move(entries), failure = std::move(failure)] {
+    const std::int64_t posted_ns = stage_stats::stamp();
+    asio::post(self->ex_, [self, entries = std::move(entries), failure = std::move(failure), read_ns,
+                           posted_ns]() mutable {
+      stage_stats::since(stage_stats::stage::completion_post, posted_ns);
       self->on_durable_batch(entries, failure);
+      stage_stats::since(stage_stats::stage::server_total, read_ns);
     });
   });
   batch_.clear();
   batch_entries_.clear();
 }
 
-void connection::on_durable_batch(const std::vector<batch_entry>& entries, const std::optional<error>& failure) {
+void connection::on_durable_batch(std::vector<batch_entry>& entries, const std::optional<error>& failure) {
   for (const auto& e : entries) in_flight_bytes_ -= e.bytes;
   if (closed_) return;
   if (failure) {
@@ -549,6 +569,11 @@ void connection::on_durable_batch(const std::vector<batch_entry>& entries, const
   for (const auto& e : entries) acks_.complete(e.ticket, ready_);
   for (std::uint16_t id : ready_) mqtt::encode(mqtt::puback{id}, out_);
   kick_writer();
+  // The vector goes back to collect the next read's entries: no allocation per batch.
+  if (batch_entries_.empty() && batch_entries_.capacity() < entries.capacity()) {
+    entries.clear();
+    batch_entries_.swap(entries);
+  }
 }
 
 void connection::complete_publish(ack_queue::ticket ticket, std::size_t bytes) {
@@ -774,6 +799,7 @@ void connection::queue(const mqtt::packet& p) {
 void connection::kick_writer() {
   if (writing_ || closed_ || out_.empty()) return;
   writing_ = true;
+  kick_ns_ = stage_stats::stamp();
   asio::co_spawn(ex_, write_loop(shared_from_this()), [log = ctx_.log, id = info_.id](std::exception_ptr e) {
     if (!e) return;
     try {
@@ -791,6 +817,7 @@ asio::awaitable<void> connection::write_loop(std::shared_ptr<connection> self) {
     self->sending_.swap(self->out_);
     error_code ec;
     co_await self->t_.write(asio::buffer(self->sending_), ec);
+    stage_stats::since(stage_stats::stage::puback_write, std::exchange(self->kick_ns_, 0));
     self->sending_.clear();
     if (ec && !self->closed_) {
       self->end(peer_went_away(ec) ? std::string("connection closed by the device")
@@ -1039,7 +1066,10 @@ void connection::on_deadline() {
 
 }  // namespace
 
-asio::awaitable<void> transport::wait_readable() { co_return; }
+asio::awaitable<void> transport::wait_readable(void (*going_idle)(void*), void* arg) {
+  going_idle(arg);
+  co_return;
+}
 
 // Not a coroutine: the session coroutine is serve(), whose frame owns the connection, so an idle
 // connection holds one frame less.
