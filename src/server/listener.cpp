@@ -346,15 +346,23 @@ asio::awaitable<void> listeners::impl::accept_loop(tcp::acceptor* acceptor, std:
   }
 }
 
-asio::awaitable<void> listeners::impl::run_connection(worker* w, tcp::socket socket, std::uint64_t id) {
+namespace {
+
+// Outside the coroutine, so that its temporaries (endpoints, strings) are not in its frame.
+connection_info describe(tcp::socket& socket, std::uint64_t id) {
   connection_info conn;
   conn.id = id;
-  {
-    error_code ec;
-    conn.peer = endpoint_text(socket.remote_endpoint(ec));
-    conn.local = endpoint_text(socket.local_endpoint(ec));
-    socket.set_option(tcp::no_delay(true), ec);
-  }
+  error_code ec;
+  conn.peer = endpoint_text(socket.remote_endpoint(ec));
+  conn.local = endpoint_text(socket.local_endpoint(ec));
+  socket.set_option(tcp::no_delay(true), ec);
+  return conn;
+}
+
+}  // namespace
+
+asio::awaitable<void> listeners::impl::run_connection(worker* w, tcp::socket socket, std::uint64_t id) {
+  const connection_info conn = describe(socket, id);
   tls_socket tls(std::move(socket), tls_.native_handle());
   registration reg(*w, tls.socket());
   if (w->closing) co_return;  // accepted while shutting down
