@@ -112,17 +112,16 @@ class connection final : public messaging::device_link, public std::enable_share
       : t_(t),
         ctx_(ctx),
         info_(info),
-        ex_(ex),
         codec_(mqtt::decode_limits{ctx.options.max_packet_bytes}),
         deadline_(ex),
         c2d_(ctx.options.max_c2d_in_flight) {}
 
   // device_link: any thread.
   void close(std::string reason) override {
-    asio::post(ex_, [self = shared_from_this(), reason = std::move(reason)]() mutable { self->end(std::move(reason)); });
+    asio::post(ex(), [self = shared_from_this(), reason = std::move(reason)]() mutable { self->end(std::move(reason)); });
   }
   void c2d_available() override {
-    asio::post(ex_, [self = shared_from_this()] {
+    asio::post(ex(), [self = shared_from_this()] {
       self->c2d_.notify();
       self->pull_c2d();
     });
@@ -132,11 +131,11 @@ class connection final : public messaging::device_link, public std::enable_share
   // the connection ends first, and then times out at the caller (GatewayTimeout).
   bool invoke_method(const messaging::method_call& call) override {
     if (!method_calls_.load(std::memory_order_acquire)) return false;
-    asio::post(ex_, [self = shared_from_this(), call]() mutable { self->send_method_call(call); });
+    asio::post(ex(), [self = shared_from_this(), call]() mutable { self->send_method_call(call); });
     return true;
   }
   void desired_properties(std::string patch_json) override {
-    asio::post(ex_, [self = shared_from_this(), patch = std::move(patch_json)]() mutable {
+    asio::post(ex(), [self = shared_from_this(), patch = std::move(patch_json)]() mutable {
       self->send_desired(std::move(patch));
     });
   }
@@ -214,6 +213,9 @@ class connection final : public messaging::device_link, public std::enable_share
   // disabled, token expired, shutting down).
   void end(std::string reason, bool will_due = false);
   void send_will();
+  // The connection's executor, kept by its timer (no copy of its own: 56 bytes per connection).
+  // Never changes, so any thread may read it (device_link's calls post to it).
+  asio::any_io_executor ex() { return deadline_.get_executor(); }
   bool paused() const noexcept {
     return acks_.in_flight() >= ctx_.options.max_in_flight || in_flight_bytes_ >= ctx_.options.max_in_flight_bytes;
   }
@@ -226,7 +228,6 @@ class connection final : public messaging::device_link, public std::enable_share
   transport& t_;
   const session_context& ctx_;
   const connection_info info_;
-  asio::any_io_executor ex_;
   mqtt::server_session codec_;
   // One timer, set to the earliest deadline, so that an idle connection holds one timer and
   // one pending wait (see docs/benchmarks.md, "Memory per idle TLS connection").
@@ -256,7 +257,7 @@ class connection final : public messaging::device_link, public std::enable_share
   // Set once admitted.
   bool connected_ = false;
   std::string client_id_;
-  std::optional<mqtt::will_message> will_;
+  std::unique_ptr<mqtt::will_message> will_;  // 8 bytes, not 80, on the many connections without one
   bool clean_session_ = false;
   std::uint64_t session_token_ = 0;
   sender sender_;
@@ -434,7 +435,7 @@ asio::awaitable<void> connection::on_connect(const mqtt::connect& c) {
   // (connect timeout, or already replaced by a newer connection of the identity).
   connected_ = true;
   client_id_ = req.claim.client_id;
-  will_ = std::move(req.claim.will);
+  if (req.claim.will) will_ = std::make_unique<mqtt::will_message>(std::move(*req.claim.will));
   clean_session_ = req.claim.clean_session;
   session_token_ = a.session_token;
   presence_ = a.attached.presence;
@@ -547,7 +548,7 @@ void connection::send_telemetry_batch() {
     std::optional<error> failure;
     if (!r) failure = r.error();
     const std::int64_t posted_ns = stage_stats::stamp();
-    asio::post(self->ex_, [self, entries = std::move(entries), failure = std::move(failure), read_ns,
+    asio::post(self->ex(), [self, entries = std::move(entries), failure = std::move(failure), read_ns,
                            posted_ns]() mutable {
       stage_stats::since(stage_stats::stage::completion_post, posted_ns);
       self->on_durable_batch(entries, failure);
@@ -620,7 +621,7 @@ void connection::serve_twin() {
       answer = twin_error_reply(rid, *failure, self->ctx_.svc.clk.now());
     }
     job.req.patch = nullptr;  // freed here, not on the connection's thread
-    asio::post(self->ex_, [self, job = std::move(job), answer = std::move(answer)]() mutable {
+    asio::post(self->ex(), [self, job = std::move(job), answer = std::move(answer)]() mutable {
       self->on_twin_served(job, answer);
     });
   });
@@ -800,7 +801,7 @@ void connection::kick_writer() {
   if (writing_ || closed_ || out_.empty()) return;
   writing_ = true;
   kick_ns_ = stage_stats::stamp();
-  asio::co_spawn(ex_, write_loop(shared_from_this()), [log = ctx_.log, id = info_.id](std::exception_ptr e) {
+  asio::co_spawn(ex(), write_loop(shared_from_this()), [log = ctx_.log, id = info_.id](std::exception_ptr e) {
     if (!e) return;
     try {
       std::rethrow_exception(e);
@@ -832,7 +833,7 @@ asio::awaitable<void> connection::write_loop(std::shared_ptr<connection> self) {
 }
 
 asio::awaitable<void> connection::wait_wake(std::chrono::steady_clock::duration limit) {
-  asio::steady_timer wake(ex_);
+  asio::steady_timer wake(ex());
   wake_ = &wake;
   wake.expires_after(limit);
   auto [ec] = co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -858,7 +859,7 @@ asio::awaitable<void> connection::finish() {
                     info_.peer, end_reason_);
     co_return;
   }
-  const bool will = will_due_ && will_;
+  const bool will = will_due_ && will_ != nullptr;
   ctx_.log->info("connection {} from {}: {} disconnected: {}{}", info_.id, info_.peer, who(), end_reason_,
                  will ? " (sending its Will)" : "");
   if (will) send_will();
@@ -902,7 +903,7 @@ void connection::pull_c2d() {
       self->ctx_.log->error("connection {}: receiving C2D messages for {} failed: {}", self->info_.id,
                             self->who(), e.what());
     }
-    asio::post(self->ex_, [self, n, got = std::move(got)]() mutable { self->on_c2d_received(n, got); });
+    asio::post(self->ex(), [self, n, got = std::move(got)]() mutable { self->on_c2d_received(n, got); });
   });
 }
 
