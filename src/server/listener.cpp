@@ -109,14 +109,12 @@ ssl::context make_tls_context(const listener_options& opts) {
 // their transports have one shape.
 class tls_transport final : public mqtt_head::transport, public amqp_head::transport {
  public:
-  explicit tls_transport(tls_socket& s) : s_(s) { s_.free_buffers_when_blocked(); }
+  explicit tls_transport(tls_socket& s) : s_(s) {}
 
   asio::awaitable<std::size_t> read_some(asio::mutable_buffer buf, error_code& ec) override {
     return s_.read_some(buf, ec);
   }
-  asio::awaitable<void> wait_readable(void (*going_idle)(void*), void* arg) override {
-    return s_.wait_readable(going_idle, arg);
-  }
+  asio::awaitable<void> wait_readable() override { return s_.wait_readable(); }
   asio::awaitable<void> write(asio::const_buffer buf, error_code& ec) override { return s_.write(buf, ec); }
   void close() noexcept override { s_.close(); }
   certificates::client_chain peer_certificates() const override { return certificates::client_chain_of(s_.native_handle()); }

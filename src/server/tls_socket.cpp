@@ -82,27 +82,9 @@ tls_socket::step tls_socket::classify(int ret, error_code& ec) noexcept {
 
 // OpenSSL saw EAGAIN on the socket just now, so the readiness edge is still to come.
 asio::awaitable<error_code> tls_socket::wait(step s) {
-  if (s == step::want_read) {
-    read_blocked_ = true;
-    free_buffers_if_idle();
-    auto [ec] = co_await socket_.async_wait(tcp::socket::wait_read, asio::as_tuple(asio::use_awaitable));
-    read_blocked_ = false;
-    co_return ec;
-  }
-  auto [ec] = co_await socket_.async_wait(tcp::socket::wait_write, asio::as_tuple(asio::use_awaitable));
+  const auto what = s == step::want_read ? tcp::socket::wait_read : tcp::socket::wait_write;
+  auto [ec] = co_await socket_.async_wait(what, asio::as_tuple(asio::use_awaitable));
   co_return ec;
-}
-
-void tls_socket::free_buffers_when_blocked() noexcept {
-  if (!ssl_) return;
-  SSL_clear_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
-  free_when_blocked_ = true;
-}
-
-// Frees nothing while OpenSSL holds unread bytes or an unfinished write (SSL_free_buffers
-// refuses then), so this is safe whatever the write side is doing.
-void tls_socket::free_buffers_if_idle() noexcept {
-  if (free_when_blocked_ && ssl_ != nullptr && SSL_is_init_finished(ssl_)) SSL_free_buffers(ssl_);
 }
 
 asio::awaitable<error_code> tls_socket::handshake() {
@@ -157,7 +139,7 @@ asio::awaitable<std::size_t> tls_socket::read_some(asio::mutable_buffer buf, err
   }
 }
 
-asio::awaitable<void> tls_socket::wait_readable(void (*going_idle)(void*), void* arg) {
+asio::awaitable<void> tls_socket::wait_readable() {
   while (!pending_ && socket_.is_open()) {
     if (SSL_has_pending(ssl_)) co_return;
     ERR_clear_error();
@@ -174,15 +156,8 @@ asio::awaitable<void> tls_socket::wait_readable(void (*going_idle)(void*), void*
     }
     // The wait inline, not through wait(): an idle connection sits here, and each nested
     // coroutine would be one more frame held for as long as it is idle.
-    const bool reading = s == step::want_read;
-    if (reading) {
-      going_idle(arg);
-      read_blocked_ = true;
-      free_buffers_if_idle();
-    }
-    const auto what = reading ? tcp::socket::wait_read : tcp::socket::wait_write;
+    const auto what = s == step::want_read ? tcp::socket::wait_read : tcp::socket::wait_write;
     auto [wec] = co_await socket_.async_wait(what, asio::as_tuple(asio::use_awaitable));
-    read_blocked_ = false;
     if (wec) {
       pending_ = wec;
       co_return;
@@ -206,10 +181,6 @@ asio::awaitable<void> tls_socket::write(asio::const_buffer buf, error_code& ec) 
     if (r == 1) {
       data += n;
       left -= n;
-      // Written while the read side waits for the peer (a PINGRESP, a C2D message, a PUBACK
-      // that became durable later): nothing else will free the write buffer until the peer
-      // sends again.
-      if (left == 0 && read_blocked_) free_buffers_if_idle();
       continue;
     }
     const step s = classify(r, ec);

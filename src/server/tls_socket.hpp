@@ -36,14 +36,8 @@ class tls_socket {
   // ssl::error::stream_truncated).
   boost::asio::awaitable<std::size_t> read_some(boost::asio::mutable_buffer buf, boost::system::error_code& ec);
   // Returns once read_some would not wait: data, EOF or an error (which read_some then reports).
-  // going_idle(arg) runs just before the wait blocks, so a caller frees its read buffer only
-  // when the connection goes idle, and keeps it while data keeps coming.
-  boost::asio::awaitable<void> wait_readable(void (*going_idle)(void*), void* arg);
-  // For long-lived connections (MQTT, AMQP): instead of SSL_MODE_RELEASE_BUFFERS (which frees
-  // and reallocates OpenSSL's 17 KB record buffers at every record read and every write), keep
-  // them while data flows and free them (SSL_free_buffers) whenever the connection blocks
-  // waiting for the peer, or when a write ends while it does. Idle memory stays the same.
-  void free_buffers_when_blocked() noexcept;
+  // Lets a caller hold no read buffer while the connection is idle.
+  boost::asio::awaitable<void> wait_readable();
   // All of `buf`.
   boost::asio::awaitable<void> write(boost::asio::const_buffer buf, boost::system::error_code& ec);
   // Sends close_notify if the socket can take it now; does not wait for the peer's.
@@ -61,14 +55,11 @@ class tls_socket {
   enum class step { want_read, want_write, failed };
   step classify(int ret, boost::system::error_code& ec) noexcept;
   boost::asio::awaitable<boost::system::error_code> wait(step s);
-  void free_buffers_if_idle() noexcept;
 
   boost::asio::ip::tcp::socket socket_;
   ssl_st* ssl_ = nullptr;
   boost::system::error_code pending_;  // seen by wait_readable, reported by the next read_some
   bool failed_ = false;                // a fatal TLS or socket error: no close_notify
-  bool free_when_blocked_ = false;     // free_buffers_when_blocked()
-  bool read_blocked_ = false;          // a read or wait_readable waits for the peer
 };
 
 }  // namespace hub::server

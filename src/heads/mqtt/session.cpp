@@ -86,17 +86,6 @@ std::string_view auth_text(telemetry::auth_method m) {
   return "?";
 }
 
-// What an MQTT connection frees when it goes idle (transport::wait_readable's hook).
-struct idle_release {
-  std::vector<char>* read_buf;
-  std::vector<mqtt::event>* events;
-  static void run(void* p) noexcept {
-    auto* r = static_cast<idle_release*>(p);
-    std::vector<char>().swap(*r->read_buf);
-    std::vector<mqtt::event>().swap(*r->events);
-  }
-};
-
 bool peer_went_away(const error_code& ec) {
   return ec == asio::error::eof || ec == asio::error::connection_reset || ec == asio::ssl::error::stream_truncated ||
          ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
@@ -161,7 +150,7 @@ class connection final : public messaging::device_link, public std::enable_share
     std::size_t bytes = 0;
   };
   void send_telemetry_batch();
-  void on_durable_batch(std::vector<batch_entry>& entries, const std::optional<error>& failure);
+  void on_durable_batch(const std::vector<batch_entry>& entries, const std::optional<error>& failure);
   // A publish waiting in acks_ is done: its PUBACK (and those it held back) go out, and reading
   // resumes if flow control paused it.
   void complete_publish(ack_queue::ticket ticket, std::size_t bytes);
@@ -335,15 +324,13 @@ asio::awaitable<void> connection::serve(std::shared_ptr<connection> self, std::s
       waiting_for_acks_ = false;
       continue;
     }
-    {
-      // The read buffer and the packets handled last (the CONNECT, with its SAS token) go only
-      // if the connection goes idle (wait_readable is about to block): a busy one keeps both
-      // from read to read.
-      idle_release idle{&read_buf_, &events};
-      co_await t_.wait_readable(&idle_release::run, &idle);
+    if (read_buf_.empty()) {
+      // Idle: hold neither the packets handled last (the CONNECT, with its SAS token) nor room.
+      std::vector<mqtt::event>().swap(events);
+      co_await t_.wait_readable();
+      if (closed_) break;
+      read_buf_.resize(read_buffer_min);
     }
-    if (closed_) break;
-    if (read_buf_.empty()) read_buf_.resize(read_buffer_min);
     error_code ec;
     const std::size_t n = co_await t_.read_some(asio::buffer(read_buf_), ec);
     if (ec) {
@@ -359,11 +346,13 @@ asio::awaitable<void> connection::serve(std::shared_ptr<connection> self, std::s
     read_ns_ = stage_stats::stamp();
     events.clear();
     codec_.recv({read_buf_.data(), n}, events);
-    // A full buffer means more is waiting: grow. Many small reads: shrink back. (An idle
-    // connection's buffer goes in wait_readable.)
+    // A full buffer means more is waiting: grow. A small buffer not filled: the socket is
+    // drained, release it (idle connections hold none). Many small reads: shrink back.
     if (n == read_buf_.size() && read_buf_.size() < read_buffer_max) {
       read_buf_.resize(read_buf_.size() * 2);
       small_reads_ = 0;
+    } else if (read_buf_.size() == read_buffer_min) {
+      std::vector<char>().swap(read_buf_);
     } else if (n < read_buffer_min / 4 && read_buf_.size() > read_buffer_min && ++small_reads_ >= small_reads_to_shrink) {
       std::vector<char>(read_buffer_min).swap(read_buf_);
       small_reads_ = 0;
@@ -548,8 +537,7 @@ void connection::send_telemetry_batch() {
     std::optional<error> failure;
     if (!r) failure = r.error();
     const std::int64_t posted_ns = stage_stats::stamp();
-    asio::post(self->ex(), [self, entries = std::move(entries), failure = std::move(failure), read_ns,
-                           posted_ns]() mutable {
+    asio::post(self->ex(), [self, entries = std::move(entries), failure = std::move(failure), read_ns, posted_ns] {
       stage_stats::since(stage_stats::stage::completion_post, posted_ns);
       self->on_durable_batch(entries, failure);
       stage_stats::since(stage_stats::stage::server_total, read_ns);
@@ -559,7 +547,7 @@ void connection::send_telemetry_batch() {
   batch_entries_.clear();
 }
 
-void connection::on_durable_batch(std::vector<batch_entry>& entries, const std::optional<error>& failure) {
+void connection::on_durable_batch(const std::vector<batch_entry>& entries, const std::optional<error>& failure) {
   for (const auto& e : entries) in_flight_bytes_ -= e.bytes;
   if (closed_) return;
   if (failure) {
@@ -570,11 +558,6 @@ void connection::on_durable_batch(std::vector<batch_entry>& entries, const std::
   for (const auto& e : entries) acks_.complete(e.ticket, ready_);
   for (std::uint16_t id : ready_) mqtt::encode(mqtt::puback{id}, out_);
   kick_writer();
-  // The vector goes back to collect the next read's entries: no allocation per batch.
-  if (batch_entries_.empty() && batch_entries_.capacity() < entries.capacity()) {
-    entries.clear();
-    batch_entries_.swap(entries);
-  }
 }
 
 void connection::complete_publish(ack_queue::ticket ticket, std::size_t bytes) {
@@ -1067,10 +1050,7 @@ void connection::on_deadline() {
 
 }  // namespace
 
-asio::awaitable<void> transport::wait_readable(void (*going_idle)(void*), void* arg) {
-  going_idle(arg);
-  co_return;
-}
+asio::awaitable<void> transport::wait_readable() { co_return; }
 
 // Not a coroutine: the session coroutine is serve(), whose frame owns the connection, so an idle
 // connection holds one frame less.

@@ -19,7 +19,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <vector>
 
 namespace spdlog {
 class logger;
@@ -38,11 +37,9 @@ class transport {
 
   // Some bytes into `buf`. Any error (EOF, reset, closed) ends the connection.
   virtual boost::asio::awaitable<std::size_t> read_some(boost::asio::mutable_buffer buf, boost::system::error_code& ec) = 0;
-  // Returns once read_some would not wait (data, EOF or an error, which read_some then reports).
-  // Calls going_idle(arg) just before it blocks (not when data is already there), so that an
-  // idle connection holds no read buffer and a busy one keeps it. The default calls it and
-  // returns at once.
-  virtual boost::asio::awaitable<void> wait_readable(void (*going_idle)(void*), void* arg);
+  // Returns once read_some would not wait (data, EOF or an error, which read_some then reports),
+  // so that an idle connection holds no read buffer. The default returns at once.
+  virtual boost::asio::awaitable<void> wait_readable();
   // All of `buf`.
   virtual boost::asio::awaitable<void> write(boost::asio::const_buffer buf, boost::system::error_code& ec) = 0;
   // Closes the socket at once; pending operations complete with an error. Idempotent.
