@@ -110,7 +110,7 @@ measure() {  # measure LABEL MODE HOST PID: one loadgen run with perf stat over 
     perf stat -x, -e "$events" -p "$pid" -- sleep "$duration" 2> "$work/perf.csv" || true
   fi
   [[ -n "${HUBD_AB_STAGES:-}" && $mode == hubd ]] && { sleep 1.1; cp "$work/stages" "$work/stages.after"; } || true
-  wait $lg
+  wait $lg || echo "loadgen exited with $? (run $label)" >&2
   python3 - "$label" "$work/run.json" "$work/perf.csv" "$duration" <<'PY' | tee -a "$work/results"
 import json, sys
 label, run, perf, duration = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3], float(sys.argv[4])
