@@ -472,9 +472,10 @@ void service::apply_presence(module& m) const {
 result<std::shared_ptr<presence>> service::mark_connected(std::string_view device_id, std::string_view module_id,
                                                           sys_time at) {
   const std::string key = presence_key(device_id, module_id);
-  // Under the write lock: a concurrent update_device copies the stored connection fields, so the
-  // two read-modify-writes must not interleave.
-  std::scoped_lock lock(write_mutex_);
+  // Reads only, so no write lock: connecting writes nothing (the overlay shows the connection;
+  // the record is written at disconnect). A disable or delete racing with this read is still
+  // caught: the registry notifies after its write, and the connection table, which calls this
+  // under the identity's shard lock, closes whatever it then finds attached.
   std::optional<device> dev;
   std::optional<module> mod;
   identity* record = nullptr;
@@ -501,12 +502,6 @@ result<std::shared_ptr<presence>> service::mark_connected(std::string_view devic
     last_activity = std::max(last_activity, previous->last_activity());
   }
   auto p = std::make_shared<presence>(record->generation_id, at, last_activity);
-  record->conn_state = connection_state::connected;
-  record->conn_state_updated = at;
-  // The etag stays: it versions what clients write, and connecting is not such a write.
-  auto written = dev ? put_record(kv_, device_key(device_id), encode(*dev), /*sync=*/false)
-                     : put_record(kv_, module_key(device_id, module_id), encode(*mod), /*sync=*/false);
-  if (!written) return written.error();
   std::scoped_lock overlay(presence_mutex_);
   presence_[key] = p;
   return p;

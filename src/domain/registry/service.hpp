@@ -99,9 +99,10 @@ class service {
   // Connection state. The connection table calls these (off the I/O threads) when a head attaches
   // or detaches a connection; every read above then shows it. While connected, the state lives
   // in an in-memory overlay (a `presence`, touched per message without any storage write); the
-  // record is written at connect and at disconnect without sync: losing such a write to a crash
-  // costs nothing that matters, because after a restart nothing is connected, and a record that
-  // still says "Connected" without an overlay entry is read as "Disconnected".
+  // record is written only at disconnect, without sync (connection state, connect time and last
+  // activity). Connecting writes nothing: after a restart nothing is connected, so what a
+  // connect-time write would leave behind (a record saying "Connected") would be read as
+  // "Disconnected" anyway; a crash loses only the connect time of the connections it cut.
   //
   // mark_connected: DeviceNotFound / ModuleNotFound when the identity is gone, Unauthorized when
   // the device is disabled (a disable between authentication and attach: the change listener
