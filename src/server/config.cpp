@@ -79,6 +79,7 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
   std::string c2d_feedback_ttl = "1h";
   std::string http_request_timeout = "30s";
   std::string http_idle_timeout = "2m";
+  std::string auth_timeout = "30s";
 
   CLI::App app(description, "hubd");
   app.get_formatter()->column_width(30);
@@ -191,6 +192,29 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
   app.add_flag("--routing-test-batching", cfg.routing_test_batching,
                "For tests: let storage endpoints batch every second (batchFrequencyInSeconds >= 1)\n"
                "and in chunks from 1 KiB (maxChunkSizeInBytes >= 1024)");
+  app.add_option("--max-unauthenticated", cfg.max_unauthenticated,
+                 "Connections accepted but not yet authenticated (no CONNACK 0, CBS token, device\n"
+                 "certificate or authorised request yet), hub-wide; past it new connections are\n"
+                 "closed at once, before TLS (0 = no cap)")
+      ->type_name("N")
+      ->capture_default_str();
+  app.add_option("--max-unauthenticated-per-ip", cfg.max_unauthenticated_per_ip,
+                 "The same, per source address (0 = no cap)")
+      ->type_name("N")
+      ->capture_default_str();
+  app.add_option("--max-connections-per-ip", cfg.max_connections_per_ip,
+                 "Connections per source address, authenticated or not (0 = no cap; NAT and\n"
+                 "gateways put many devices behind one address)")
+      ->type_name("N")
+      ->capture_default_str();
+  app.add_option("--auth-timeout", auth_timeout,
+                 "How long a connection may stay unauthenticated before it is closed: 30s, 2m\n"
+                 "(0 = no limit; the TLS handshake and MQTT CONNECT have their own 10 s)")
+      ->type_name("DURATION")
+      ->capture_default_str()
+      ->check([](const std::string& v) {
+        return v == "0" || parse_duration(v) ? std::string{} : std::string("not a duration like 30s or 2m: ") + v;
+      });
   app.add_flag("--init", cfg.init_only,
                "Create the data folder, hub identity and certificates, print them and exit");
 
@@ -211,6 +235,7 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
   cfg.c2d_feedback_ttl = *parse_duration(c2d_feedback_ttl);
   cfg.http_request_timeout = *parse_duration(http_request_timeout);
   cfg.http_idle_timeout = *parse_duration(http_idle_timeout);
+  cfg.auth_timeout = auth_timeout == "0" ? std::chrono::seconds(0) : *parse_duration(auth_timeout);
   return cfg;
 }
 

@@ -3,6 +3,7 @@
 // INI/TOML file with the same keys as the long options, e.g. `https-port = 8443`). Command-line
 // values win over the file.
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -42,6 +43,11 @@ struct config {
   std::chrono::seconds http_idle_timeout{120};
   // Tests only: storage endpoints may batch every second and in chunks from 1 KiB.
   bool routing_test_batching = false;
+  // Connection caps (listener.hpp connection_limits, docs/limits.md); 0 = no cap.
+  std::size_t max_unauthenticated = 2048;
+  std::size_t max_unauthenticated_per_ip = 256;
+  std::size_t max_connections_per_ip = 0;
+  std::chrono::seconds auth_timeout{30};  // accept to authentication; 0 = none
 };
 
 // "90s", "30m", "24h", "1d", "7d" (or plain seconds, "3600"): nullopt when malformed or zero.

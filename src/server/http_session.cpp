@@ -242,7 +242,7 @@ asio::awaitable<session_end> serve_mqtt_over_websocket(tls_stream& stream, const
   const bool upgraded = co_await accept_upgrade(ws, req, "mqtt", ctx, conn);
   if (!upgraded) co_return session_end::peer_closed;
   ws_transport transport(ws);
-  const mqtt_head::connection_info info{conn.id, conn.peer};
+  const mqtt_head::connection_info info{conn.id, conn.peer, conn.on_authenticated};
   std::string first;  // nothing read ahead: the WebSocket stream starts with the CONNECT
   co_await mqtt_head::run_session(transport, first, *ctx.mqtt, info);
   co_return session_end::peer_closed;  // the MQTT session closed the socket
@@ -255,7 +255,7 @@ asio::awaitable<session_end> serve_amqp_over_websocket(tls_stream& stream, const
   const bool upgraded = co_await accept_upgrade(ws, req, "AMQPWSB10", ctx, conn);
   if (!upgraded) co_return session_end::peer_closed;
   ws_transport transport(ws);
-  const amqp_head::connection_info info{conn.id, conn.peer, "amqp-ws"};
+  const amqp_head::connection_info info{conn.id, conn.peer, "amqp-ws", conn.on_authenticated};
   co_await amqp_head::run_session(transport, {}, *ctx.amqp, info);
   co_return session_end::peer_closed;  // the AMQP session closed the socket
 }
@@ -377,6 +377,7 @@ asio::awaitable<session_end> run_http_session(tls_stream& stream, beast::flat_bu
     http::response res = co_await route_off_thread(ctx, hub_req);
 
     const int status = res.status;
+    if (res.authenticated && conn.on_authenticated) conn.on_authenticated();
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     ctx.log->debug("connection {}: {} {} -> {} ({} ms)", conn.id, method, path, status, ms.count());
 

@@ -69,6 +69,46 @@ std::string endpoint_text(const tcp::endpoint& ep) {
   return fmt::format("{}:{}", address.to_string(), ep.port());
 }
 
+// The source address alone, the key of the per-address caps: v4-mapped v6 as v4.
+std::string address_text(const tcp::endpoint& ep) {
+  const auto address = ep.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
+  return address.to_string();
+}
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// At most one warning per interval for a kind of event that can come thousands of times a second
+// (refused connections, accept() out of descriptors): the first one logs, the others are counted
+// into the next. Any thread.
+class log_throttle {
+ public:
+  explicit log_throttle(std::chrono::milliseconds interval) : interval_ms_(interval.count()) {}
+  // True when the caller should log now; `suppressed` is how many were not logged since the last.
+  bool allow(std::uint64_t& suppressed) {
+    const std::int64_t now = steady_ms();
+    std::int64_t last = last_ms_.load(std::memory_order_relaxed);
+    if (last != 0 && now - last < interval_ms_) {
+      count_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (!last_ms_.compare_exchange_strong(last, now)) {
+      count_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    suppressed = count_.exchange(0, std::memory_order_relaxed);
+    return true;
+  }
+
+ private:
+  const std::int64_t interval_ms_;
+  std::atomic<std::int64_t> last_ms_{0};
+  std::atomic<std::uint64_t> count_{0};
+};
+
 std::string lower_first(std::string s) {
   if (!s.empty() && s[0] >= 'A' && s[0] <= 'Z') s[0] = static_cast<char>(s[0] - 'A' + 'a');
   return s;
@@ -145,6 +185,13 @@ class registration {
   registration(const registration&) = delete;
   registration& operator=(const registration&) = delete;
   bool closing() const noexcept { return w_.closing; }
+  // Closes the connection's socket now (on its thread): pending operations end with an error and
+  // the session ends.
+  void close() noexcept {
+    error_code ec;
+    s_->shutdown(tcp::socket::shutdown_both, ec);
+    s_->close(ec);
+  }
   // The socket moved (HTTP: into a beast::tcp_stream).
   void move_to(tcp::socket& s) {
     w_.connections.erase(s_);
@@ -187,7 +234,9 @@ struct listeners::impl {
   bool try_bind(const asio::ip::address& address, const listen_port& port, error_code& ec);
   void start_accepting();
   asio::awaitable<void> accept_loop(tcp::acceptor* acceptor, std::string name);
-  asio::awaitable<void> run_connection(worker* w, tcp::socket socket, std::uint64_t id);
+  asio::awaitable<void> run_connection(worker* w, tcp::socket socket, std::uint64_t id, admission::ticket ticket);
+  template <class Socket>
+  bool admit(Socket& socket, admission::ticket& ticket);
   asio::awaitable<bool> handshake_and_detect(tls_socket& tls, std::string& first, const connection_info& conn);
   asio::awaitable<bool> detect_in_time(tls_socket& tls, std::string& first, const connection_info& conn);
   asio::awaitable<void> serve_http(tls_socket& tls, registration& reg, const std::string& first,
@@ -197,6 +246,13 @@ struct listeners::impl {
 
   listener_options opts_;
   std::shared_ptr<spdlog::logger> log_ = hub::log::get("server");
+  // Before the workers: session frames (destroyed with their io_context) hold admission tickets.
+  admission admission_{admission_limits{opts_.limits.max_unauthenticated, opts_.limits.max_unauthenticated_per_ip,
+                                        opts_.limits.max_connections_per_ip}};
+  log_throttle refused_log_{std::chrono::seconds(10)};
+  log_throttle accept_failed_log_{std::chrono::seconds(10)};
+  log_throttle timeout_log_{std::chrono::seconds(10)};
+  log_throttle auth_timeout_log_{std::chrono::seconds(10)};
   // Members are destroyed in reverse order: acceptors and signals before the io_contexts they
   // use, and the route pool (joined) before the workers its completions go to.
   std::vector<std::unique_ptr<worker>> workers_;
@@ -324,15 +380,22 @@ asio::awaitable<void> listeners::impl::accept_loop(tcp::acceptor* acceptor, std:
     auto [ec, socket] = co_await acceptor->async_accept(w->ioc, asio::as_tuple(asio::use_awaitable));
     if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
     if (ec) {
-      // Out of file descriptors and the like: back off instead of spinning.
-      log_->warn("{}: accept failed: {}", name, ec.message());
+      // Out of file descriptors (EMFILE/ENFILE) and the like: the pending connection stays in the
+      // backlog and accept() would fail again at once, so back off instead of spinning, and keep
+      // trying: descriptors come back as connections close.
+      std::uint64_t suppressed = 0;
+      if (accept_failed_log_.allow(suppressed))
+        log_->warn("{}: accept failed: {} (and {} more failures not logged); retrying every 100 ms", name,
+                   ec.message(), suppressed);
       backoff.expires_after(std::chrono::milliseconds(100));
       co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
+    admission::ticket ticket;
+    if (!admit(socket, ticket)) continue;
     const std::uint64_t id = ++next_connection_id_;
     auto executor = socket.get_executor();
-    asio::co_spawn(executor, run_connection(w, std::move(socket), id), [log = log_, id](std::exception_ptr e) {
+    asio::co_spawn(executor, run_connection(w, std::move(socket), id, std::move(ticket)), [log = log_, id](std::exception_ptr e) {
       if (!e) return;
       try {
         std::rethrow_exception(e);
@@ -342,6 +405,32 @@ asio::awaitable<void> listeners::impl::accept_loop(tcp::acceptor* acceptor, std:
       }
     });
   }
+}
+
+// The connection caps, checked before any TLS work: a refused connection is reset (SO_LINGER 0:
+// no FIN handshake, no TIME_WAIT here) and costs nothing more. Logged at most every 10 s.
+template <class Socket>
+bool listeners::impl::admit(Socket& socket, admission::ticket& ticket) {
+  error_code ec;
+  const tcp::endpoint peer = socket.remote_endpoint(ec);
+  if (ec) {
+    socket.close(ec);  // already gone
+    return false;
+  }
+  const std::string address = address_text(peer);
+  const admission_verdict verdict = admission_.admit(address, ticket);
+  if (verdict == admission_verdict::admitted) return true;
+  socket.set_option(asio::socket_base::linger(true, 0), ec);
+  socket.close(ec);
+  std::uint64_t suppressed = 0;
+  if (refused_log_.allow(suppressed)) {
+    const admission_limits& l = admission_.limits();
+    log_->warn("connection from {} refused: {} (caps: {} unauthenticated, {} unauthenticated per address, {} per "
+               "address; 0 = none); {} more refused since the last warning",
+               address, to_string(verdict), l.max_unauthenticated, l.max_unauthenticated_per_ip, l.max_connections_per_ip,
+               suppressed);
+  }
+  return false;
 }
 
 namespace {
@@ -359,12 +448,35 @@ connection_info describe(tcp::socket& socket, std::uint64_t id) {
 
 }  // namespace
 
-asio::awaitable<void> listeners::impl::run_connection(worker* w, tcp::socket socket, std::uint64_t id) {
-  const connection_info conn = describe(socket, id);
+asio::awaitable<void> listeners::impl::run_connection(worker* w, tcp::socket socket, std::uint64_t id,
+                                                      admission::ticket ticket) {
+  connection_info conn = describe(socket, id);
   tls_socket tls(std::move(socket), tls_.native_handle());
   registration reg(*w, tls.socket());
   if (w->closing) co_return;  // accepted while shutting down
   log_->debug("connection {} from {} on {} accepted", conn.id, conn.peer, conn.local);
+  // Until it authenticates, the connection lives at most auth_timeout. The timer is on the heap
+  // and freed once the connection authenticates (an idle device holds a null pointer here). The
+  // handler runs on this thread; while the timer exists, so does this frame.
+  std::shared_ptr<asio::steady_timer> auth_deadline;
+  if (opts_.limits.auth_timeout.count() > 0) {
+    auth_deadline = std::make_shared<asio::steady_timer>(tls.socket().get_executor());
+    auth_deadline->expires_after(opts_.limits.auth_timeout);
+    auth_deadline->async_wait([this, timer = std::weak_ptr<asio::steady_timer>(auth_deadline), &ticket, &reg,
+                               &conn](const error_code& ec) {
+      if (ec || timer.expired() || ticket.is_authenticated()) return;
+      std::uint64_t suppressed = 0;
+      if (auth_timeout_log_.allow(suppressed))
+        log_->info("connection {} from {}: not authenticated within {} s; closing ({} more since the last such line)",
+                   conn.id, conn.peer, opts_.limits.auth_timeout.count(), suppressed);
+      reg.close();
+    });
+  }
+  conn.on_authenticated = [&ticket, &auth_deadline] {
+    ticket.authenticated();
+    auth_deadline.reset();  // cancels the wait; its handler finds the timer gone
+  };
+
   // Protocol dispatch right here, not in a coroutine of its own: every frame on the way down to
   // the session's idle wait stays allocated for as long as the connection lives (see
   // docs/benchmarks.md, "Memory per idle TLS connection").
@@ -378,14 +490,14 @@ asio::awaitable<void> listeners::impl::run_connection(worker* w, tcp::socket soc
     log_->info("connection {} from {}: MQTT is not served; closing", conn.id, conn.peer);
     tls.send_close_notify();
   } else if (kind == mqtt_connect_byte) {
-    const mqtt_head::connection_info info{conn.id, conn.peer};
+    const mqtt_head::connection_info info{conn.id, conn.peer, conn.on_authenticated};
     co_await mqtt_head::run_session(transport, first, *mqtt_ctx_, info);  // takes `first`, frees it
     // the MQTT session closed the socket
   } else if (std::string_view(first).starts_with("AMQP") && !amqp_ctx_) {
     log_->info("connection {} from {}: AMQP is not served; closing", conn.id, conn.peer);
     tls.send_close_notify();
   } else if (std::string_view(first).starts_with("AMQP")) {
-    const amqp_head::connection_info info{conn.id, conn.peer, "amqp"};
+    const amqp_head::connection_info info{conn.id, conn.peer, "amqp", conn.on_authenticated};
     co_await amqp_head::run_session(transport, first, *amqp_ctx_, info);
     // the AMQP session closed the socket
   } else {
@@ -431,8 +543,12 @@ asio::awaitable<bool> listeners::impl::detect_in_time(tls_socket& tls, std::stri
   asio::awaitable<std::variant<bool, std::monostate>> race = std::move(detect) || std::move(expiry);
   const std::variant<bool, std::monostate> outcome = co_await std::move(race);
   if (outcome.index() == 1) {
-    log_->info("connection {} from {}: no TLS handshake and protocol header within {} s", conn.id, conn.peer,
-               opts_.handshake_timeout.count());
+    // A flood of silent connections would log one line each: at most one per 10 s.
+    std::uint64_t suppressed = 0;
+    if (timeout_log_.allow(suppressed))
+      log_->info("connection {} from {}: no TLS handshake and protocol header within {} s ({} more since the last "
+                 "such line)",
+                 conn.id, conn.peer, opts_.handshake_timeout.count(), suppressed);
     co_return false;
   }
   co_return std::get<0>(outcome);

@@ -8,6 +8,7 @@
 // after the sessions are closed and every thread is joined. The router, clock and MQTT services
 // must outlive it.
 #include "base/clock.hpp"
+#include "server/admission.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -42,6 +43,27 @@ struct http_limits {
   std::chrono::seconds request_timeout{30};   // to receive one request body, or send one response
 };
 
+// Caps on connections (src/server/admission.hpp; docs/limits.md says why these values). A
+// connection past a cap is closed right after accept(), before TLS.
+struct connection_limits {
+  // Generous for a real hub: a reconnect storm of thousands of devices passes in a few rounds of
+  // the SDKs' retries; a flood of silent or half-open connections costs at most this many sockets
+  // and TLS states (about 2048 x 50 KiB).
+  std::size_t max_unauthenticated = 2048;
+  // Per source address: one flooding address cannot take the whole hub-wide allowance. NAT and
+  // IoT Edge gateways put many devices behind one address, so this is not small either; the
+  // benchmarks connect 64 at a time from 127.0.0.1.
+  std::size_t max_unauthenticated_per_ip = 256;
+  // Off: the benchmarks hold 50,000 connections from 127.0.0.1, and NAT makes per-address totals
+  // a poor proxy for abuse. Operators facing the internet can set it.
+  std::size_t max_connections_per_ip = 0;
+  // From accept() to authentication (CONNACK 0, an accepted CBS token or device certificate, a
+  // request that proved a credential); 0 = no limit. The handshake budget bounds TLS and the first
+  // bytes only: without this an AMQP peer could stay unauthenticated on heartbeats, and an HTTP
+  // peer for as long as it keeps sending requests that are refused.
+  std::chrono::seconds auth_timeout{30};
+};
+
 struct listener_options {
   std::vector<std::string> addresses;  // IP literals; empty = "::" dual-stack, else 0.0.0.0
   std::vector<listen_port> ports;
@@ -52,6 +74,7 @@ struct listener_options {
   std::chrono::seconds handshake_timeout{10};  // TLS handshake plus the first bytes of the protocol
   std::chrono::seconds shutdown_grace{5};      // how long run() waits for sessions to end
   http_limits http;
+  connection_limits limits;
   // Called once on the thread of run() when stopping begins, after every connection was told to
   // close and before the wait for the sessions: a session waiting for a domain completion (a
   // direct method's answer) has no socket event to wake it, so hubd settles those calls here.

@@ -27,6 +27,7 @@
 #include "storage/kv.hpp"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <condition_variable>
 #include <csignal>
@@ -107,6 +108,24 @@ class periodic {
   std::jthread thread_;  // last: starts after the members it uses exist, joins before they go
 };
 
+// Every connection is a file descriptor: raise the soft limit (often 1024) to the hard one, which
+// the administrator controls (ulimit -Hn, LimitNOFILE= in systemd).
+void raise_open_files_limit(spdlog::logger& log) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  if (lim.rlim_cur == RLIM_INFINITY) {
+    log.info("open files limit: unlimited");
+  } else {
+    log.info("open files limit: {}{}", static_cast<std::uint64_t>(lim.rlim_cur),
+             lim.rlim_cur < 4096 ? " (low: each connection takes one; raise the hard limit)" : "");
+  }
+}
+
 // Printed to stdout, never to the log: the connection string carries a key, and logs must not.
 void print_identity(const config& cfg, const data_layout& layout, const auth::hub_identity& identity) {
   fmt::print("  data folder:        {}\n", layout.dir.string());
@@ -118,6 +137,7 @@ void print_identity(const config& cfg, const data_layout& layout, const auth::hu
 int run(const config& cfg) {
   hub::log::init(cfg.log_level);
   auto log = hub::log::get("hubd");
+  raise_open_files_limit(*log);
 
   data_layout layout{fs::absolute(cfg.data_dir).lexically_normal()};
   ensure_data_dir(layout);
@@ -274,6 +294,10 @@ int run(const config& cfg) {
   opts.key_file = layout.server_key();
   opts.http.request_timeout = cfg.http_request_timeout;
   opts.http.idle_timeout = cfg.http_idle_timeout;
+  opts.limits.max_unauthenticated = cfg.max_unauthenticated;
+  opts.limits.max_unauthenticated_per_ip = cfg.max_unauthenticated_per_ip;
+  opts.limits.max_connections_per_ip = cfg.max_connections_per_ip;
+  opts.limits.auth_timeout = cfg.auth_timeout;
   // Direct methods still waiting (for a device to answer or to connect) end now with 503, so that
   // their HTTP sessions finish instead of holding the shutdown for its whole grace period.
   opts.on_stopping = [&methods] { methods.shutdown(); };

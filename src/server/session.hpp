@@ -14,6 +14,7 @@
 #include <spdlog/logger.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -49,6 +50,10 @@ struct connection_info {
   std::uint64_t id = 0;
   std::string peer;   // "127.0.0.1:53712"
   std::string local;  // "127.0.0.2:443"
+  // The connection authenticated (a request that proved a credential, or the CONNACK / CBS token
+  // of MQTT or AMQP over WebSockets): the listener's admission ticket. Idempotent; on the
+  // connection's thread. May be empty.
+  std::function<void()> on_authenticated;
 };
 
 // How a session ended, so the caller knows whether a TLS close_notify is still worth sending.

@@ -134,6 +134,14 @@ class live final : public std::enable_shared_from_this<live> {
 
   void run(std::vector<work>& items);
   void kick() { wake_.cancel(); }
+  // A token or certificate was accepted: tell the server once (only while serve() runs: the
+  // callers check closed_, which is set before it returns).
+  void authenticated() {
+    if (!info_.on_authenticated) return;
+    auto f = std::move(info_.on_authenticated);
+    info_.on_authenticated = nullptr;
+    f();
+  }
   void attach(const connections::identity& who);
   void detach(const connections::identity& who, const std::string& reason);
 
@@ -371,6 +379,7 @@ void live::run(std::vector<work>& items) {
                        asio::post(ex, [self, ticket = c.ticket, r = std::move(r)]() mutable {
                          auto s = self.lock();
                          if (!s || s->closed_) return;
+                         if (r) s->authenticated();
                          std::vector<work> more;
                          s->conn_.token_checked(ticket, std::move(r), more);
                          s->run(more);
@@ -444,6 +453,7 @@ void live::run(std::vector<work>& items) {
                        asio::post(ex, [self, ticket = c.ticket, r = std::move(r)]() mutable {
                          auto s = self.lock();
                          if (!s || s->closed_) return;
+                         if (r) s->authenticated();
                          std::vector<work> more;
                          s->conn_.certificate_checked(ticket, std::move(r), more);
                          s->run(more);

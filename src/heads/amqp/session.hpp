@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -65,6 +66,10 @@ struct connection_info {
   std::uint64_t id = 0;
   std::string peer;
   std::string_view via = "amqp";  // "amqp" or "amqp-ws"
+  // Called once, on the connection's thread while run_session runs, when a CBS token or an X.509
+  // device's certificate is first accepted: the server stops counting the connection as
+  // unauthenticated. May be empty.
+  std::function<void()> on_authenticated;
 };
 
 // Serves one AMQP connection until it ends: the client closes it, the idle timeout lapses, a

@@ -340,6 +340,18 @@ std::optional<response> dispatch(const route& r, const detail::route_context& ct
   return r.handle(ctx);
 }
 
+// The caller proved a credential: its answer (now, or later through the responder) says so.
+std::optional<response> authenticated(std::optional<response> r) {
+  if (r) r->authenticated = true;
+  return r;
+}
+detail::responder authenticated(const detail::responder& done) {
+  return [done](response r) {
+    r.authenticated = true;
+    done(std::move(r));
+  };
+}
+
 // A device route: ids first (they are looked up), then the device's credential.
 std::optional<response> route_device(const request& req, const services& s, const parsed_target& t, const lookup& l,
                                      const detail::responder& done) {
@@ -349,7 +361,7 @@ std::optional<response> route_device(const request& req, const services& s, cons
   if (auto refused = authenticate_device_route(req, t, s, l.ids, caller)) return std::move(*refused);
   detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, t.query, l.ids.name};
   ctx.caller = &caller;
-  return dispatch(r, ctx, done);
+  return authenticated(dispatch(r, ctx, authenticated(done)));
 }
 
 // A policy token for a service route: the route's permission, or its alternative when it has one.
@@ -397,7 +409,7 @@ std::optional<response> route_unguarded(const request& req, const services& s, c
   if (auto bad = check_ids(r, l.ids, s.clk)) return std::move(*bad);
 
   const detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, target->query, l.ids.name};
-  return dispatch(r, ctx, done);
+  return authenticated(dispatch(r, ctx, authenticated(done)));
 }
 
 // Logs an exception that escaped a handler; logging itself must not throw out of route().

@@ -56,6 +56,9 @@ struct response {
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // The request proved a credential (a device's or a policy's): the server then counts the
+  // connection as authenticated (its cap on unauthenticated connections). Not sent.
+  bool authenticated = false;
 };
 
 // The domain services the REST API reaches.

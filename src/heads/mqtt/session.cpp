@@ -435,6 +435,7 @@ asio::awaitable<void> connection::on_connect(const mqtt::connect& c) {
   if (closed_) co_return;
 
   queue(mqtt::connack{a.session_present, mqtt::connack_code::accepted});
+  if (info_.on_authenticated) info_.on_authenticated();
   const bool sas = a.method == telemetry::auth_method::sas || a.method == telemetry::auth_method::policy;
   if (a.expires != sys_time{}) {
     arm_expiry(a.expires, sas ? "SAS token expired" : "client certificate expired");

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -80,6 +81,9 @@ struct session_context {
 struct connection_info {
   std::uint64_t id = 0;
   std::string peer;
+  // Called once, on the connection's thread while run_session runs, when the CONNACK 0 is queued:
+  // the server stops counting the connection as unauthenticated. May be empty.
+  std::function<void()> on_authenticated;
 };
 
 // Serves one MQTT connection until it ends: the device disconnects or breaks a rule, keep-alive

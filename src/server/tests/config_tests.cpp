@@ -165,5 +165,21 @@ TEST(config, durations) {
   EXPECT_FALSE(parse_duration("1w"));
 }
 
+TEST(config, connection_limits) {
+  const config d = parse_ok({"--data", "/tmp/x"});
+  EXPECT_EQ(d.max_unauthenticated, 2048u);
+  EXPECT_EQ(d.max_unauthenticated_per_ip, 256u);
+  EXPECT_EQ(d.max_connections_per_ip, 0u);
+  EXPECT_EQ(d.auth_timeout, std::chrono::seconds(30));
+  const config c = parse_ok({"--data", "/tmp/x", "--max-unauthenticated", "10", "--max-unauthenticated-per-ip", "0",
+                             "--max-connections-per-ip", "100", "--auth-timeout", "2m"});
+  EXPECT_EQ(c.max_unauthenticated, 10u);
+  EXPECT_EQ(c.max_unauthenticated_per_ip, 0u);
+  EXPECT_EQ(c.max_connections_per_ip, 100u);
+  EXPECT_EQ(c.auth_timeout, std::chrono::minutes(2));
+  EXPECT_EQ(parse_ok({"--data", "/tmp/x", "--auth-timeout", "0"}).auth_timeout, std::chrono::seconds(0));
+  EXPECT_EQ(parse_exits({"--auth-timeout", "soon"}).code, 2);
+}
+
 }  // namespace
 }  // namespace hub::server
