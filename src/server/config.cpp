@@ -215,6 +215,18 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
       ->check([](const std::string& v) {
         return v == "0" || parse_duration(v) ? std::string{} : std::string("not a duration like 30s or 2m: ") + v;
       });
+  app.add_option("--throttle", cfg.throttle_specs,
+                 "Rate limits in IoT Hub's style, off by default (repeatable, applied in order):\n"
+                 "tier=S1|S2|S3,units=N for a tier's published per-hub limits; per-hub overrides\n"
+                 "d2c=, connect=, twin=, twin-service=, methods=, c2d=, registry= as 100/s or\n"
+                 "5/min[:BURST] or off; device.<op>= for per-device rates; backlog=10s (how long\n"
+                 "D2C over the rate is delayed before it is refused). Refusals are 429\n"
+                 "ThrottlingException. See docs/limits.md")
+      ->type_name("SPEC")
+      ->check([](const std::string& v) {
+        auto r = throttling::parse_throttle(v, throttling::limits{});
+        return r ? std::string{} : r.error().message;
+      });
   app.add_flag("--init", cfg.init_only,
                "Create the data folder, hub identity and certificates, print them and exit");
 
@@ -236,6 +248,7 @@ parse_outcome parse(std::vector<std::string> args_reversed) {
   cfg.http_request_timeout = *parse_duration(http_request_timeout);
   cfg.http_idle_timeout = *parse_duration(http_idle_timeout);
   cfg.auth_timeout = auth_timeout == "0" ? std::chrono::seconds(0) : *parse_duration(auth_timeout);
+  for (const std::string& spec : cfg.throttle_specs) cfg.throttle = *throttling::parse_throttle(spec, cfg.throttle);
   return cfg;
 }
 

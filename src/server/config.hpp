@@ -2,6 +2,8 @@
 // hubd's typed configuration: command line, optionally on top of a config file (--config FILE, an
 // INI/TOML file with the same keys as the long options, e.g. `https-port = 8443`). Command-line
 // values win over the file.
+#include "domain/throttling/throttle.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -48,6 +50,10 @@ struct config {
   std::size_t max_unauthenticated_per_ip = 256;
   std::size_t max_connections_per_ip = 0;
   std::chrono::seconds auth_timeout{30};  // accept to authentication; 0 = none
+  // Operation throttles (domain/throttling, docs/limits.md): the --throttle values applied in
+  // order; off (unlimited) by default.
+  throttling::limits throttle;
+  std::vector<std::string> throttle_specs;  // as given, for the log
 };
 
 // "90s", "30m", "24h", "1d", "7d" (or plain seconds, "3600"): nullopt when malformed or zero.

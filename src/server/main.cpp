@@ -11,6 +11,7 @@
 #include "domain/registry/service.hpp"
 #include "domain/routing/service.hpp"
 #include "domain/telemetry/service.hpp"
+#include "domain/throttling/throttle.hpp"
 #include "domain/twins/service.hpp"
 #include "heads/amqp/feedback_watch.hpp"
 #include "heads/amqp/partition_watch.hpp"
@@ -107,6 +108,20 @@ class periodic {
   std::condition_variable_any cv_;
   std::jthread thread_;  // last: starts after the members it uses exist, joins before they go
 };
+
+// "d2c 100/s (burst 100), registry 1.67/s (burst 1), device.d2c 1/s ...; backlog 10000 ms".
+std::string describe(const throttling::limits& l) {
+  std::vector<std::string> parts;
+  const auto add = [&](const std::string& prefix, const throttling::rate& r, throttling::operation op) {
+    if (r.unlimited()) return;
+    parts.push_back(fmt::format("{}{} {:.4g}/s (burst {:.4g})", prefix, throttling::key_of(op), r.per_second,
+                                r.burst >= 1 ? r.burst : std::max(1.0, r.per_second)));
+  };
+  for (std::size_t i = 0; i < throttling::operation_count; ++i) add("", l.hub[i], static_cast<throttling::operation>(i));
+  for (std::size_t i = 0; i < throttling::operation_count; ++i)
+    add("device.", l.device[i], static_cast<throttling::operation>(i));
+  return fmt::format("{}; backlog {} ms", join(parts, ", "), l.backlog.count());
+}
 
 // Every connection is a file descriptor: raise the soft limit (often 1024) to the hard one, which
 // the administrator controls (ulimit -Hn, LimitNOFILE= in systemd).
@@ -265,12 +280,18 @@ int run(const config& cfg) {
     return mqtt_head::x509_verdict{ca ? telemetry::auth_method::x509_ca : telemetry::auth_method::x509_self_signed,
                                    proved->not_after};
   };
-  const mqtt_head::services mqtt{auth, connections, telemetry, mqtt_sessions, clk, x509, &c2d, &twins, &methods};
+  // Operation throttles: off unless --throttle asked for them (docs/limits.md).
+  throttling::throttles throttles(cfg.throttle, clk);
+  throttling::throttles* const throttles_in_use = throttles.enabled() ? &throttles : nullptr;
+  if (throttles.enabled()) log->info("throttles: {}", describe(cfg.throttle));
+  const mqtt_head::services mqtt{auth, connections, telemetry, mqtt_sessions, clk, x509, &c2d, &twins, &methods,
+                                 throttles_in_use};
   const amqp_head::services amqp{auth, registry, telemetry, connections, clk, &event_watch, &certs, &c2d,
-                                 &feedback_watch, &twins, &methods, &endpoints.event_hubs};
+                                 &feedback_watch, &twins, &methods, &endpoints.event_hubs, throttles_in_use};
   // The REST API: the service side (registry, twins, direct methods...), and the device side
   // (telemetry, C2D over HTTPS).
-  http::router router(http::services{registry, auth, clk, certs, &connections, &telemetry, &c2d, &twins, &methods, &routing});
+  http::router router(http::services{registry, auth, clk, certs, &connections, &telemetry, &c2d, &twins, &methods, &routing,
+                                     throttles_in_use});
   periodic retention(std::chrono::minutes(1), [&log, &events, &endpoints, &clk] {
     const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clk.now().time_since_epoch()).count();
     std::size_t deleted = (*events)->enforce_retention(now_ms);

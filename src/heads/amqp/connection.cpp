@@ -830,6 +830,7 @@ void connection::pump_partition(amqp::link_id link, std::vector<work>& out) {
   if (it == links_.end() || it->second.kind != link_kind::partition) return;
   link_state& s = it->second;
   if (s.reading || s.waiting || s.claiming) return;
+  if (unwritten_bytes_ > opts_.max_unwritten_bytes) return;  // writing() pumps again once written
   const int credit = driver_.credit(link);
   if (credit <= 0) return;
   const std::uint64_t ticket = ++next_ticket_;
@@ -843,6 +844,19 @@ void connection::pump_partition(amqp::link_id link, std::vector<work>& out) {
   w.from_sequence = s.next_sequence;
   w.max_records = std::min<std::size_t>(static_cast<std::size_t>(credit), opts_.max_events_per_read);
   out.push_back(std::move(w));
+}
+
+void connection::writing(std::size_t unwritten_bytes, std::vector<work>& out) {
+  const bool was_held = unwritten_bytes_ > opts_.max_unwritten_bytes;
+  unwritten_bytes_ = unwritten_bytes;
+  if (!was_held || unwritten_bytes_ > opts_.max_unwritten_bytes) return;
+  std::vector<amqp::link_id> partitions;
+  for (const auto& [id, state] : links_) {
+    if (state.kind == link_kind::partition) partitions.push_back(id);
+  }
+  for (amqp::link_id id : partitions) pump_partition(id, out);
+  driver_.poll(events_);
+  handle(events_, out);
 }
 
 void connection::events_ready(std::uint64_t ticket, result<events_read> r, std::vector<work>& out) {

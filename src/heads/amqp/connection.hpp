@@ -237,6 +237,9 @@ struct connection_options {
   // methods receiver (calls). A twin receiver past it closes the connection (its answers cannot
   // be dropped: the SDK waits for them forever); a call past it is dropped (it times out).
   std::size_t max_waiting_sends = 1000;
+  // Output a slow reader may leave unwritten before Event Hubs receivers stop reading the log
+  // (see connection::writing). A read adds at most max_events_per_read messages beyond it.
+  std::size_t max_unwritten_bytes = 256 * 1024;
 };
 
 class connection {
@@ -305,6 +308,11 @@ class connection {
   void close(const std::string& reason, std::vector<work>& out);
 
   std::string take_output() { return driver_.take_output(); }
+  // Back-pressure to Event Hubs receivers: the session says how many bytes it is writing (0 when
+  // the socket took everything). While more than max_unwritten_bytes wait for a slow reader, no
+  // more events are read from the log for this connection, whatever credit its receivers gave;
+  // once written, the receivers that were held back read again.
+  void writing(std::size_t unwritten_bytes, std::vector<work>& out);
   bool has_output() const { return driver_.has_output(); }
   bool finished() const { return driver_.finished(); }
 
@@ -454,6 +462,7 @@ class connection {
   std::uint64_t next_ticket_ = 0;
   std::map<std::string, grant> grants_;  // by audience, as the put-token named it
   std::unordered_map<amqp::link_id, link_state> links_;
+  std::size_t unwritten_bytes_ = 0;  // connection::writing
   std::unordered_map<std::uint64_t, pending_token> tokens_;
   std::unordered_map<std::uint64_t, pending_append> appends_;
   std::unordered_map<std::uint64_t, pending_append> c2d_sends_;  // c2d_send ticket -> the delivery

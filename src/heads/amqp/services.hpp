@@ -31,6 +31,10 @@ namespace hub::methods {
 class service;
 }
 
+namespace hub::throttling {
+class throttles;
+}
+
 namespace hub::amqp_head {
 
 class partition_watch;
@@ -60,6 +64,8 @@ struct services {
   // The event hubs served by name, the built-in one first (its log and watch are the telemetry
   // log and `watch`); null: the built-in one only, under any name.
   const std::vector<event_hub>* event_hubs = nullptr;
+  // Operation throttles (D2C, C2D sends, device twin requests); null: none.
+  throttling::throttles* throttles = nullptr;
 };
 
 }  // namespace hub::amqp_head

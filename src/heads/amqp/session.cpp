@@ -12,6 +12,8 @@
 // co_await sits inside a condition.
 #include "heads/amqp/session.hpp"
 
+#include "domain/throttling/throttle.hpp"
+
 #include "domain/auth/service.hpp"
 #include "domain/c2d/service.hpp"
 #include "domain/connections/connection_table.hpp"
@@ -34,8 +36,10 @@
 #include <fmt/format.h>
 #include <spdlog/logger.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <exception>
 #include <map>
 #include <vector>
@@ -117,7 +121,9 @@ class live final : public std::enable_shared_from_this<live> {
         ex_(ex),
         conn_(ctx.options, ctx.svc.clk, ctx.log, fmt::format("connection {}", info.id)),
         wake_(ex),
-        done_(ex) {}
+        done_(ex),
+        reader_wake_(ex),
+        shaping_(ex) {}
 
   asio::awaitable<void> serve(std::string_view first_bytes);
   // The connection table dropped `who` (identity_link::close); on the connection's thread.
@@ -143,6 +149,9 @@ class live final : public std::enable_shared_from_this<live> {
     f();
   }
   void attach(const connections::identity& who);
+  void send_telemetry(append_telemetry_work& a);
+  void shape_telemetry(append_telemetry_work& a);
+  void release_delayed();
   void detach(const connections::identity& who, const std::string& reason);
 
   transport& t_;
@@ -152,12 +161,22 @@ class live final : public std::enable_shared_from_this<live> {
   connection conn_;
   asio::steady_timer wake_;  // the writer waits on it: new output, or the next timer deadline
   asio::steady_timer done_;  // the session waits on it for the writer to finish
+  asio::steady_timer reader_wake_;  // the reader waits on it while a slow peer's output waits
   std::string out_;          // the bytes being written
   bool read_ended_ = false;
   bool closed_ = false;       // the transport is closed: nothing touches it any more
   bool writer_done_ = false;
   std::map<std::string, std::shared_ptr<identity_link>> identity_links_;  // by "<device>/<module>"
   certificates::client_chain chain_;  // the TLS client certificate, for X.509 devices
+  // Telemetry over the D2C rate waits here for its turn, in arrival order (IoT Hub's traffic
+  // shaping): its disposition comes later. The links' credit bounds how many wait.
+  struct delayed_append {
+    std::chrono::steady_clock::time_point due;
+    append_telemetry_work work;
+  };
+  std::deque<delayed_append> delayed_;
+  asio::steady_timer shaping_;
+  bool shaping_armed_ = false;
 };
 
 void identity_link::close(std::string reason) {
@@ -302,6 +321,14 @@ asio::awaitable<void> live::read_loop() {
   std::vector<char> buf(read_buffer_min);
   int small_reads = 0;
   for (;;) {
+    // Back-pressure: a peer that does not read what it asked for (twin answers, method calls,
+    // deliveries) is not read either while that much waits for it.
+    while (!closed_ && out_.size() > ctx_.options.max_unwritten_bytes) {
+      reader_wake_.expires_after(std::chrono::seconds(1));
+      auto [wait_ec] = co_await reader_wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+      (void)wait_ec;
+    }
+    if (closed_) co_return;
     error_code ec;
     const std::size_t n = co_await t_.read_some(asio::buffer(buf), ec);
     if (closed_) co_return;  // the writer closed the transport
@@ -332,9 +359,20 @@ asio::awaitable<void> live::write_loop(std::shared_ptr<live> self) {
   while (!s.closed_) {
     if (s.out_.empty()) s.out_ = s.conn_.take_output();
     if (!s.out_.empty()) {
+      {
+        std::vector<work> w;
+        s.conn_.writing(s.out_.size(), w);
+        s.run(w);
+      }
       error_code ec;
       co_await s.t_.write(asio::buffer(s.out_), ec);
       s.out_.clear();
+      if (!ec && !s.closed_) {
+        std::vector<work> w;
+        s.conn_.writing(0, w);
+        s.run(w);
+      }
+      s.reader_wake_.cancel();  // a reader held back by this write goes on
       if (s.out_.capacity() > read_buffer_max) std::string().swap(s.out_);  // a burst is over
       if (ec) {
         std::vector<work> w;
@@ -369,6 +407,71 @@ asio::awaitable<void> live::write_loop(std::shared_ptr<live> self) {
   s.done_.cancel();
 }
 
+void live::send_telemetry(append_telemetry_work& a) {
+  // The completion runs on the event log's writer thread once the message is durable (or at
+  // once, when the service refuses it).
+  ctx_.svc.telemetry.send(a.message, [self = weak_from_this(), ex = ex_, ticket = a.ticket](result<storage::log_position> r) {
+    result<void> outcome = r ? result<void>() : result<void>(r.error());
+    asio::post(ex, [self, ticket, outcome = std::move(outcome)]() mutable {
+      auto s = self.lock();
+      if (!s || s->closed_) return;
+      std::vector<work> more;
+      s->conn_.telemetry_appended(ticket, std::move(outcome), more);
+      s->run(more);
+      s->kick();
+    });
+  });
+}
+
+// IoT Hub's D2C throttle with traffic shaping: within the rate a message goes at once; over it,
+// it waits its turn (its disposition comes later; the link's credit, 100, bounds how many wait);
+// past the backlog it is rejected with com.microsoft:device-container-throttled, which the SDKs
+// raise as ThrottlingError and retry with their throttling back-off.
+void live::shape_telemetry(append_telemetry_work& a) {
+  auto admitted = ctx_.svc.throttles->admit(throttling::operation::d2c, a.message.device_id, true);
+  if (!admitted) {
+    asio::post(ex_, [self = weak_from_this(), ticket = a.ticket, e = admitted.error()]() mutable {
+      auto s = self.lock();
+      if (!s || s->closed_) return;
+      std::vector<work> more;
+      s->conn_.telemetry_appended(ticket, std::move(e), more);
+      s->run(more);
+      s->kick();
+    });
+    return;
+  }
+  if (admitted->count() == 0 && delayed_.empty()) {
+    send_telemetry(a);
+    return;
+  }
+  // Behind those already waiting, whatever its own delay: the log keeps the device's order.
+  auto due = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(*admitted);
+  if (!delayed_.empty()) due = std::max(due, delayed_.back().due);
+  delayed_.push_back(delayed_append{due, std::move(a)});
+  if (shaping_armed_) return;
+  shaping_armed_ = true;
+  shaping_.expires_at(delayed_.front().due);
+  shaping_.async_wait([self = weak_from_this()](const error_code&) {
+    if (auto s = self.lock()) s->release_delayed();
+  });
+}
+
+void live::release_delayed() {
+  shaping_armed_ = false;
+  if (closed_) return;  // never acknowledged: the device sends them again
+  const auto now = std::chrono::steady_clock::now();
+  while (!delayed_.empty() && delayed_.front().due <= now) {
+    send_telemetry(delayed_.front().work);
+    delayed_.pop_front();
+  }
+  if (delayed_.empty()) return;
+  shaping_armed_ = true;
+  shaping_.expires_at(delayed_.front().due);
+  shaping_.async_wait([self = weak_from_this()](const error_code&) {
+    if (auto s = self.lock()) s->release_delayed();
+  });
+}
+
 void live::run(std::vector<work>& items) {
   for (work& item : items) {
     std::visit(overloaded{
@@ -388,20 +491,11 @@ void live::run(std::vector<work>& items) {
                      });
                    },
                    [&](append_telemetry_work& a) {
-                     // The completion runs on the event log's writer thread once the message is
-                     // durable (or at once, when the service refuses it).
-                     ctx_.svc.telemetry.send(a.message, [self = weak_from_this(), ex = ex_, ticket = a.ticket](
-                                                            result<storage::log_position> r) {
-                       result<void> outcome = r ? result<void>() : result<void>(r.error());
-                       asio::post(ex, [self, ticket, outcome = std::move(outcome)]() mutable {
-                         auto s = self.lock();
-                         if (!s || s->closed_) return;
-                         std::vector<work> more;
-                         s->conn_.telemetry_appended(ticket, std::move(outcome), more);
-                         s->run(more);
-                         s->kick();
-                       });
-                     });
+                     if (ctx_.svc.throttles != nullptr) {
+                       shape_telemetry(a);
+                     } else {
+                       send_telemetry(a);
+                     }
                    },
                    [&](attach_identity_work& a) { attach(a.who); },
                    [&](detach_identity_work& d) { detach(d.who, d.reason); },
@@ -495,7 +589,14 @@ void live::run(std::vector<work>& items) {
                      // A durable write: on the pool.
                      asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, c = std::move(c)]() mutable {
                        result<void> r = make_error(errc::invalid_operation, "Cloud-to-device messages are not served");
-                       if (svc->c2d != nullptr) {
+                       // IoT Hub's C2D send throttle: the message is rejected with
+                       // com.microsoft:device-container-throttled (the service SDK's ThrottlingError).
+                       auto admitted = svc->throttles != nullptr
+                                           ? svc->throttles->admit(throttling::operation::c2d, c.device_id)
+                                           : result<std::chrono::nanoseconds>(std::chrono::nanoseconds(0));
+                       if (!admitted) {
+                         r = admitted.error();
+                       } else if (svc->c2d != nullptr) {
                          auto sent = svc->c2d->send(c.device_id, std::move(c.message));
                          r = sent ? result<void>() : result<void>(sent.error());
                        }
@@ -596,7 +697,12 @@ void live::run(std::vector<work>& items) {
                    [&](twin_work& t) {
                      // Reads and synced writes of the twin: on the pool.
                      asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, ex = ex_, t = std::move(t)]() {
-                       twin_answer a = svc->twins != nullptr
+                       // IoT Hub's twin throttle: over the rate, status 429 (the SDK's ThrottlingError).
+                       auto admitted = svc->throttles != nullptr
+                                           ? svc->throttles->admit(throttling::operation::twin_device, t.who.device_id)
+                                           : result<std::chrono::nanoseconds>(std::chrono::nanoseconds(0));
+                       twin_answer a = !admitted ? twin_error(admitted.error(), svc->clk.now())
+                                       : svc->twins != nullptr
                                            ? answer_twin(*svc->twins, t.who, t.op, t.body, svc->clk.now())
                                            : twin_error(make_error(errc::invalid_operation, "Twins are not served"),
                                                         svc->clk.now());

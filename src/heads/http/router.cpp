@@ -3,6 +3,8 @@
 // (registry_routes.cpp, device_routes.cpp...) as rows of a route table.
 #include "heads/http/router.hpp"
 
+#include "domain/throttling/throttle.hpp"
+
 #include "base/json.hpp"
 #include "base/log.hpp"
 #include "base/text.hpp"
@@ -340,6 +342,27 @@ std::optional<response> dispatch(const route& r, const detail::route_context& ct
   return r.handle(ctx);
 }
 
+// Which operation throttle a route counts against (IoT Hub's: identity registry operations,
+// twin reads and updates, direct method invocations, device-to-cloud sends); none for the rest.
+std::optional<throttling::operation> throttled_as(const route& r) {
+  const auto in = [&](std::span<const route> table) { return &r >= table.data() && &r < table.data() + table.size(); };
+  if (in(detail::registry_routes())) return throttling::operation::registry;
+  if (in(detail::twin_routes())) return r.handle_async != nullptr ? throttling::operation::methods : throttling::operation::twin_service;
+  if (in(detail::device_routes()) && r.pattern.ends_with("/messages/events")) return throttling::operation::d2c;
+  return std::nullopt;
+}
+
+// 429 ThrottlingException when the route's operation is over its rate (after authentication, so
+// that refused callers spend none of it).
+std::optional<response> throttle(const services& s, const route& r, std::string_view device_id) {
+  if (s.throttles == nullptr) return std::nullopt;
+  const auto op = throttled_as(r);
+  if (!op) return std::nullopt;
+  auto admitted = s.throttles->admit(*op, device_id);
+  if (admitted) return std::nullopt;
+  return error_response(admitted.error(), s.clk);
+}
+
 // The caller proved a credential: its answer (now, or later through the responder) says so.
 std::optional<response> authenticated(std::optional<response> r) {
   if (r) r->authenticated = true;
@@ -359,6 +382,7 @@ std::optional<response> route_device(const request& req, const services& s, cons
   if (auto bad = check_ids(r, l.ids, s.clk)) return std::move(*bad);
   detail::device_caller caller;
   if (auto refused = authenticate_device_route(req, t, s, l.ids, caller)) return std::move(*refused);
+  if (auto throttled = throttle(s, r, l.ids.device_id)) return authenticated(std::move(throttled));
   detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, t.query, l.ids.name};
   ctx.caller = &caller;
   return authenticated(dispatch(r, ctx, authenticated(done)));
@@ -407,6 +431,7 @@ std::optional<response> route_unguarded(const request& req, const services& s, c
   }
 
   if (auto bad = check_ids(r, l.ids, s.clk)) return std::move(*bad);
+  if (auto throttled = throttle(s, r, l.ids.device_id)) return authenticated(std::move(throttled));
 
   const detail::route_context ctx{req, s, l.ids.device_id, l.ids.module_id, target->query, l.ids.name};
   return authenticated(dispatch(r, ctx, authenticated(done)));

@@ -37,6 +37,10 @@ namespace hub::routing {
 class service;
 }
 
+namespace hub::throttling {
+class throttles;
+}
+
 namespace hub::http {
 
 struct request {
@@ -73,6 +77,9 @@ struct services {
   twins::service* twins = nullptr;          // /twins/{id}[/modules/{mid}]; null: 503
   methods::service* methods = nullptr;      // /twins/.../methods; null: 503
   routing::service* routing = nullptr;      // /routing (hubd's admin API); null: 503
+  // Operation throttles (registry, service twin operations, direct methods, HTTPS telemetry);
+  // null: none.
+  throttling::throttles* throttles = nullptr;
 };
 
 // Thread safety: route() and route_async() may be called from any thread, concurrently; the

@@ -1,5 +1,7 @@
 #include "heads/mqtt/connect.hpp"
 
+#include "domain/throttling/throttle.hpp"
+
 #include "domain/auth/sas.hpp"
 #include "domain/auth/service.hpp"
 #include "heads/mqtt/c2d.hpp"
@@ -114,6 +116,12 @@ admission admit(const services& svc, const admission_request& req) {
     out.expires = verdict->not_after;
   }
 
+  // IoT Hub's "new device connections" throttle, counted once the identity is proved (callers
+  // without a credential spend none of it): CONNACK 3, server unavailable, which the SDKs retry.
+  if (svc.throttles != nullptr) {
+    auto admitted = svc.throttles->admit(throttling::operation::connect, claim.id.device_id);
+    if (!admitted) return refused(admitted.error());
+  }
   auto attached = svc.connections.attach(connections::identity{claim.id.device_id, claim.id.module_id}, req.link);
   if (!attached) return refused(attached.error());
   out.attached = std::move(*attached);

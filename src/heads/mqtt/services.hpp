@@ -32,6 +32,10 @@ namespace hub::twins {
 class service;
 }
 
+namespace hub::throttling {
+class throttles;
+}
+
 namespace hub::mqtt_head {
 
 class session_store;
@@ -60,6 +64,7 @@ struct services {
   c2d::service* c2d = nullptr;  // cloud-to-device delivery; null: devicebound subscriptions deliver nothing
   twins::service* twins = nullptr;  // twin requests; null: answered with a 501 error body, no desired updates
   methods::service* methods = nullptr;  // direct methods; null: no calls taken, answers ignored
+  throttling::throttles* throttles = nullptr;  // operation throttles (connects, D2C, twin); null: none
 };
 
 }  // namespace hub::mqtt_head

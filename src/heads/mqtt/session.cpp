@@ -14,6 +14,9 @@
 // co_await sits inside a condition.
 #include "heads/mqtt/session.hpp"
 
+#include "domain/throttling/throttle.hpp"
+#include "heads/mqtt/topics.hpp"
+
 #include "base/log.hpp"
 #include "base/stage_stats.hpp"
 #include "codec/mqtt/session.hpp"
@@ -150,6 +153,8 @@ class connection final : public messaging::device_link, public std::enable_share
     std::size_t bytes = 0;
   };
   void send_telemetry_batch();
+  bool shape_telemetry(telemetry::message& m, const batch_entry& entry);
+  void arm_shaping();
   void on_durable_batch(const std::vector<batch_entry>& entries, const std::optional<error>& failure);
   // A publish waiting in acks_ is done: its PUBACK (and those it held back) go out, and reading
   // resumes if flow control paused it.
@@ -206,7 +211,8 @@ class connection final : public messaging::device_link, public std::enable_share
   // Never changes, so any thread may read it (device_link's calls post to it).
   asio::any_io_executor ex() { return deadline_.get_executor(); }
   bool paused() const noexcept {
-    return acks_.in_flight() >= ctx_.options.max_in_flight || in_flight_bytes_ >= ctx_.options.max_in_flight_bytes;
+    return acks_.in_flight() >= ctx_.options.max_in_flight || in_flight_bytes_ >= ctx_.options.max_in_flight_bytes ||
+           out_.size() + sending_.size() > ctx_.options.max_unwritten_bytes;
   }
   std::string who() const {
     return module_id().empty() ? device_id() : fmt::format("{}/{}", device_id(), module_id());
@@ -230,6 +236,19 @@ class connection final : public messaging::device_link, public std::enable_share
   // The session coroutine waits on it (flow control, writer drained); it lives in wait_wake's
   // frame, only while the session waits.
   asio::steady_timer* wake_ = nullptr;
+  // Telemetry over the D2C rate waits here for its turn (shape_telemetry). Allocated when first
+  // needed: an idle connection, or any connection of a hub without throttles, holds a pointer.
+  struct delayed_message {
+    std::chrono::steady_clock::time_point due;
+    telemetry::message message;
+    batch_entry entry;
+  };
+  struct shaping {
+    explicit shaping(const asio::any_io_executor& ex) : timer(ex) {}
+    asio::steady_timer timer;
+    std::deque<delayed_message> queue;
+  };
+  std::unique_ptr<shaping> shaping_;
   std::vector<char> read_buf_;  // empty while idle
   int small_reads_ = 0;
   std::string out_;             // encoded packets waiting for the writer
@@ -460,6 +479,45 @@ void connection::refuse(mqtt::connack_code code, std::string_view reason) {
   end_reason_ = "refused";
 }
 
+// IoT Hub's D2C throttle with its traffic shaping: within the rate a message goes to the log at
+// once; over it, it waits for its turn here (booked ahead at the rate), so its PUBACK comes later
+// and the device is slowed down. The waiting messages count as in flight, so flow control bounds
+// them. When a message's turn would be more than the backlog away, the connection is closed, as
+// IoT Hub does on MQTT when its throttling backlog times out (429002 ThrottlingBacklogTimeout):
+// MQTT 3.1.1 cannot refuse one PUBLISH. False when the message must not go to the batch now.
+bool connection::shape_telemetry(telemetry::message& m, const batch_entry& entry) {
+  auto admitted = ctx_.svc.throttles->admit(throttling::operation::d2c, device_id(), true);
+  if (!admitted) {
+    end("device-to-cloud throttled: the throttling backlog is full (ThrottlingBacklogTimeout)");
+    return false;
+  }
+  if (admitted->count() == 0 && (!shaping_ || shaping_->queue.empty())) return true;
+  if (!shaping_) shaping_ = std::make_unique<shaping>(ex_);
+  auto& queue = shaping_->queue;
+  // Behind those already waiting, whatever its own delay: the log keeps the device's order.
+  auto due = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(*admitted);
+  if (!queue.empty()) due = std::max(due, queue.back().due);
+  queue.push_back(delayed_message{due, std::move(m), entry});
+  if (queue.size() == 1) arm_shaping();
+  return false;
+}
+
+void connection::arm_shaping() {
+  shaping_->timer.expires_at(shaping_->queue.front().due);
+  shaping_->timer.async_wait([self = shared_from_this()](const error_code& ec) {
+    if (ec || self->closed_) return;
+    auto& queue = self->shaping_->queue;
+    const auto now = std::chrono::steady_clock::now();
+    while (!queue.empty() && queue.front().due <= now) {
+      self->batch_.push_back(std::move(queue.front().message));
+      self->batch_entries_.push_back(queue.front().entry);
+      queue.pop_front();
+    }
+    self->send_telemetry_batch();
+    if (!queue.empty()) self->arm_shaping();
+  });
+}
+
 void connection::on_packet(mqtt::packet& p) {
   if (auto* pub = std::get_if<mqtt::publish>(&p)) {
     on_publish(*pub);
@@ -481,6 +539,7 @@ void connection::on_publish(mqtt::publish& p) {
       const ack_queue::ticket ticket = acks_.push(ack_id);
       const std::size_t bytes = d.message.body.size();
       in_flight_bytes_ += bytes;
+      if (ctx_.svc.throttles != nullptr && !shape_telemetry(d.message, batch_entry{ticket, bytes})) return;
       // Sent with the rest of this read's telemetry at the end of handle() (send_telemetry_batch);
       // the ack queue keeps PUBACKs in PUBLISH order whatever happens.
       batch_.push_back(std::move(d.message));
@@ -584,11 +643,16 @@ void connection::serve_twin() {
     reply answer;
     std::optional<error> failure;
     try {
-      if (get) {
+      // IoT Hub's twin throttle: over the rate, the request is answered 429 ThrottlingException.
+      if (self->ctx_.svc.throttles != nullptr) {
+        auto admitted = self->ctx_.svc.throttles->admit(throttling::operation::twin_device, self->device_id());
+        if (!admitted) failure = admitted.error();
+      }
+      if (!failure && get) {
         auto view = svc.device_view(id);
         if (view) answer = twin_get_reply(rid, *view);
         else failure = view.error();
-      } else {
+      } else if (!failure) {
         auto version = svc.patch_reported(id, job.req.patch);
         if (version) answer = twin_patch_reply(rid, *version);
         else failure = version.error();
@@ -967,6 +1031,7 @@ void connection::end(std::string reason, bool will_due) {
   ++timer_generation_;
   deadline_.cancel();
   if (wake_) wake_->cancel();
+  if (shaping_) shaping_->timer.cancel();
   t_.close();
 }
 

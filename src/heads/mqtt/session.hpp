@@ -67,6 +67,10 @@ struct session_options {
   // PUBACKs on arrival, so a small window keeps the link busy; a stalled device holds at most
   // this many locks, which lapse back to the queue after the lock timeout.
   std::size_t max_c2d_in_flight = 16;
+  // Output (twin answers, C2D, method calls, PUBACKs) waiting for a device that does not read:
+  // past this the connection stops reading too, so a device cannot make the hub buffer answers
+  // it never takes.
+  std::size_t max_unwritten_bytes = 1024 * 1024;
 };
 
 // Shared by every MQTT connection; owned by the server's listeners, which outlive them.
