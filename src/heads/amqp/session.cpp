@@ -121,9 +121,7 @@ class live final : public std::enable_shared_from_this<live> {
         ex_(ex),
         conn_(ctx.options, ctx.svc.clk, ctx.log, fmt::format("connection {}", info.id)),
         wake_(ex),
-        done_(ex),
-        reader_wake_(ex),
-        shaping_(ex) {}
+        done_(ex) {}
 
   asio::awaitable<void> serve(std::string_view first_bytes);
   // The connection table dropped `who` (identity_link::close); on the connection's thread.
@@ -161,7 +159,9 @@ class live final : public std::enable_shared_from_this<live> {
   connection conn_;
   asio::steady_timer wake_;  // the writer waits on it: new output, or the next timer deadline
   asio::steady_timer done_;  // the session waits on it for the writer to finish
-  asio::steady_timer reader_wake_;  // the reader waits on it while a slow peer's output waits
+  // The reader waits on it while a slow peer's output waits; it lives in read_loop's frame, only
+  // while the reader waits.
+  asio::steady_timer* reader_wake_ = nullptr;
   std::string out_;          // the bytes being written
   bool read_ended_ = false;
   bool closed_ = false;       // the transport is closed: nothing touches it any more
@@ -174,9 +174,14 @@ class live final : public std::enable_shared_from_this<live> {
     std::chrono::steady_clock::time_point due;
     append_telemetry_work work;
   };
-  std::deque<delayed_append> delayed_;
-  asio::steady_timer shaping_;
-  bool shaping_armed_ = false;
+  // Allocated when first needed: connections of a hub without throttles hold a pointer.
+  struct shaping {
+    explicit shaping(const asio::any_io_executor& ex) : timer(ex) {}
+    asio::steady_timer timer;
+    std::deque<delayed_append> queue;
+    bool armed = false;
+  };
+  std::unique_ptr<shaping> shaping_;
 };
 
 void identity_link::close(std::string reason) {
@@ -324,8 +329,11 @@ asio::awaitable<void> live::read_loop() {
     // Back-pressure: a peer that does not read what it asked for (twin answers, method calls,
     // deliveries) is not read either while that much waits for it.
     while (!closed_ && out_.size() > ctx_.options.max_unwritten_bytes) {
-      reader_wake_.expires_after(std::chrono::seconds(1));
-      auto [wait_ec] = co_await reader_wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+      asio::steady_timer wake(ex_);
+      wake.expires_after(std::chrono::seconds(1));
+      reader_wake_ = &wake;
+      auto [wait_ec] = co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+      reader_wake_ = nullptr;
       (void)wait_ec;
     }
     if (closed_) co_return;
@@ -372,7 +380,7 @@ asio::awaitable<void> live::write_loop(std::shared_ptr<live> self) {
         s.conn_.writing(0, w);
         s.run(w);
       }
-      s.reader_wake_.cancel();  // a reader held back by this write goes on
+      if (s.reader_wake_) s.reader_wake_->cancel();  // a reader held back by this write goes on
       if (s.out_.capacity() > read_buffer_max) std::string().swap(s.out_);  // a burst is over
       if (ec) {
         std::vector<work> w;
@@ -440,34 +448,37 @@ void live::shape_telemetry(append_telemetry_work& a) {
     });
     return;
   }
-  if (admitted->count() == 0 && delayed_.empty()) {
+  if (admitted->count() == 0 && (!shaping_ || shaping_->queue.empty())) {
     send_telemetry(a);
     return;
   }
+  if (!shaping_) shaping_ = std::make_unique<shaping>(ex_);
+  auto& queue = shaping_->queue;
   // Behind those already waiting, whatever its own delay: the log keeps the device's order.
   auto due = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(*admitted);
-  if (!delayed_.empty()) due = std::max(due, delayed_.back().due);
-  delayed_.push_back(delayed_append{due, std::move(a)});
-  if (shaping_armed_) return;
-  shaping_armed_ = true;
-  shaping_.expires_at(delayed_.front().due);
-  shaping_.async_wait([self = weak_from_this()](const error_code&) {
+  if (!queue.empty()) due = std::max(due, queue.back().due);
+  queue.push_back(delayed_append{due, std::move(a)});
+  if (shaping_->armed) return;
+  shaping_->armed = true;
+  shaping_->timer.expires_at(queue.front().due);
+  shaping_->timer.async_wait([self = weak_from_this()](const error_code&) {
     if (auto s = self.lock()) s->release_delayed();
   });
 }
 
 void live::release_delayed() {
-  shaping_armed_ = false;
+  shaping_->armed = false;
   if (closed_) return;  // never acknowledged: the device sends them again
+  auto& queue = shaping_->queue;
   const auto now = std::chrono::steady_clock::now();
-  while (!delayed_.empty() && delayed_.front().due <= now) {
-    send_telemetry(delayed_.front().work);
-    delayed_.pop_front();
+  while (!queue.empty() && queue.front().due <= now) {
+    send_telemetry(queue.front().work);
+    queue.pop_front();
   }
-  if (delayed_.empty()) return;
-  shaping_armed_ = true;
-  shaping_.expires_at(delayed_.front().due);
-  shaping_.async_wait([self = weak_from_this()](const error_code&) {
+  if (queue.empty()) return;
+  shaping_->armed = true;
+  shaping_->timer.expires_at(queue.front().due);
+  shaping_->timer.async_wait([self = weak_from_this()](const error_code&) {
     if (auto s = self.lock()) s->release_delayed();
   });
 }
