@@ -492,7 +492,7 @@ bool connection::shape_telemetry(telemetry::message& m, const batch_entry& entry
     return false;
   }
   if (admitted->count() == 0 && (!shaping_ || shaping_->queue.empty())) return true;
-  if (!shaping_) shaping_ = std::make_unique<shaping>(ex_);
+  if (!shaping_) shaping_ = std::make_unique<shaping>(ex());
   auto& queue = shaping_->queue;
   // Behind those already waiting, whatever its own delay: the log keeps the device's order.
   auto due = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(*admitted);
