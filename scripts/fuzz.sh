@@ -11,11 +11,17 @@
 # and makes the script exit non-zero; the log of each run is build/fuzz/logs/<target>.log.
 # The summary line per target gives libFuzzer's own figures: executions, cov (edges covered),
 # ft (features), corpus size, executions per second.
+#
+# RUNS=N (environment) stops each target after N executions instead (SECONDS is then only an
+# upper bound, and 0 means none): `RUNS=10000000 scripts/fuzz.sh 0 fuzz_sas` is a long run.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
+runs=${RUNS:-}
+limit=(-max_total_time="$seconds")
+[ -n "$runs" ] && limit=(-runs="$runs" -max_total_time="$seconds")
 all=(fuzz_mqtt fuzz_amqp fuzz_amqp_head fuzz_query fuzz_http fuzz_sas fuzz_twin_patch)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
@@ -42,10 +48,10 @@ for t in "${targets[@]}"; do
   dict=()
   [ -f "tests/fuzz/$name.dict" ] && dict=(-dict="tests/fuzz/$name.dict")
   [ -f "tests/fuzz/${t#fuzz_}.dict" ] && dict=(-dict="tests/fuzz/${t#fuzz_}.dict")
-  echo "== $t: $seconds s (corpus $work + tests/fuzz/corpus/$name ${dict[*]:-})"
+  echo "== $t: ${runs:+$runs runs, }$seconds s (corpus $work + tests/fuzz/corpus/$name ${dict[*]:-})"
   set +e
   # -rss_limit_mb: the HTTP target builds a whole hub per input; ASan's quarantine makes RSS grow.
-  "build/fuzz/tests/fuzz/$t" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=4096 \
+  "build/fuzz/tests/fuzz/$t" "${limit[@]}" -print_final_stats=1 -rss_limit_mb=4096 \
     -artifact_prefix="$findings/" "${dict[@]}" "$work" "tests/fuzz/corpus/$name" >"$log" 2>&1
   rc=$?
   set -e

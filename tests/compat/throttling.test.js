@@ -133,12 +133,18 @@ describe('throttles refused at once (429 ThrottlingException)', () => {
     const b = await createSasDevice(hub, registry, `throttle-http-b-${pid}`);
     const ca = await makeClient(a.connectionString, Http, { noRetry: true });
     const cb = await makeClient(b.connectionString, Http, { noRetry: true });
-    await ca.sendEvent(new Message('a1'));
-    const err = await outcome(ca.sendEvent(new Message('a2')));
-    // azure-iot-device-http 1.x does not map 429 to ThrottlingError: a plain Error with the status text.
-    assert.ok(err, 'the second message within the minute is refused');
-    assert.match(err.message, /Too Many Requests/, err.message);
-    await cb.sendEvent(new Message('b1'));  // its own rate
+    try {
+      await ca.sendEvent(new Message('a1'));
+      const err = await outcome(ca.sendEvent(new Message('a2')));
+      // azure-iot-device-http 1.x does not map 429 to ThrottlingError: a plain Error with the status text.
+      assert.ok(err, 'the second message within the minute is refused');
+      assert.match(err.message, /Too Many Requests/, err.message);
+      await cb.sendEvent(new Message('b1'));  // its own rate
+    } finally {
+      // A client that sent is open (its SAS renewal timer would keep the test process alive).
+      await closeQuietly(ca);
+      await closeQuietly(cb);
+    }
   });
 });
 
@@ -233,7 +239,10 @@ describe('new device connections over the connect rate', () => {
         clients.push(await openClient(dev.connectionString, Mqtt, { noRetry: true }));
       }
       const dev = await createSasDevice(hub, registry, `throttle-connect-late-${pid}`);
+      // Closed with the others: a client whose open failed may still hold mqtt.js's socket or a
+      // timer, which would keep the test process alive.
       const late = await makeClient(dev.connectionString, Mqtt, { noRetry: true });
+      clients.push(late);
       const err = await outcome(within(20_000, late.open(), 'third open'));
       assert.ok(err, 'the third connection within the minute is refused');
       assert.equal(err.constructor.name, 'ServiceUnavailableError', err.message);
