@@ -8,9 +8,12 @@
 // The guard follows the frame boundaries (protocol headers, SASL and AMQP frames), decodes the
 // performatives that matter (begin, attach, transfer, detach, end) from the start of each frame,
 // and keeps, per session channel and link handle, whether the peer's last transfer left a
-// delivery unfinished (more=true, not aborted): only then may a transfer without a delivery-id
-// say more=true. A transfer it cannot decode is refused too (Proton would refuse it, or read it
-// as this guard cannot vouch for). A second sasl-init is refused as well: Proton leaks the first
+// delivery unfinished (more=true, not aborted): only then may a transfer come without a
+// delivery-id. A transfer it cannot decode is refused too (Proton would refuse it, or read it
+// as this guard cannot vouch for), and so is a transfer, attach or detach whose list has a size
+// and an element count that disagree: Proton reads the fields by the size, so such a list could
+// say more=true to Proton and nothing to a reader that goes by the count (found by
+// fuzz_amqp_head after the first fix). A second sasl-init is refused as well: Proton leaks the first
 // one's mechanism when it reads it, and so is a frame whose numeric descriptor names no
 // performative (Proton stops reading at one and leaves the connection hanging). Everything else
 // passes untouched: Proton checks the rest.

@@ -175,6 +175,39 @@ TEST(frame_guard, an_undecodable_transfer_is_refused) {
   EXPECT_EQ(g.error()->condition, "amqp:decode-error");
 }
 
+// The second finding: a transfer list of count 4 whose size covers thirteen booleans. Read by
+// the count it has no `more`; Proton reads by the size, sees more=true and no delivery-id, and
+// aborts. A list whose size and count disagree is refused whatever it says.
+TEST(frame_guard, a_list_whose_size_and_count_disagree_is_refused) {
+  std::string fields;
+  for (int i = 0; i < 13; ++i) fields += true_v;
+  std::string body("\x00\x53\x14\xc0", 4);
+  body += static_cast<char>(fields.size() + 1);
+  body += '\x04';  // count 4, size for 13
+  const std::string bad = frame(0, body + fields, "payload");
+  for (std::size_t chunk : {std::size_t{1}, std::size_t{64}}) {
+    frame_guard g;
+    EXPECT_EQ(feed(g, session + bad, chunk), session.size() + bad.size() - 1) << chunk;
+    ASSERT_TRUE(g.error());
+    EXPECT_EQ(g.error()->condition, "amqp:decode-error");
+  }
+  // The same for an attach: which handle it names depends on the reader.
+  std::string attach = attach_frame(1);
+  attach[8 + 5] = static_cast<char>(attach[8 + 5] - 1);  // count 9 for ten fields
+  frame_guard g;
+  EXPECT_EQ(feed(g, session + attach, 5), session.size() + attach.size() - 1);
+  ASSERT_TRUE(g.error());
+  EXPECT_EQ(g.error()->condition, "amqp:decode-error");
+}
+
+TEST(frame_guard, a_single_frame_delivery_without_delivery_id_is_refused) {
+  frame_guard g;
+  const std::string bytes = session + transfer(0, false) + transfer(std::nullopt, false);
+  EXPECT_EQ(feed(g, bytes, bytes.size()), bytes.size() - 1);
+  ASSERT_TRUE(g.error());
+  EXPECT_EQ(g.error()->condition, "amqp:invalid-field");
+}
+
 TEST(frame_guard, a_frame_too_short_to_be_one_hands_the_rest_to_proton) {
   frame_guard g;
   const std::string bytes = header + std::string("\x00\x00\x00\x04\x02\x00\x00\x00", 8) + transfer(std::nullopt, true);
