@@ -236,6 +236,26 @@ describe('bad input: AMQP', () => {
     await afterCase();
   });
 
+  it('a transfer whose list says 4 fields but whose size holds 13 (more=true to Proton, which reads by the size): the connection ends (frame_guard: amqp:decode-error), hubd keeps serving', async () => {
+    // The second fuzz_amqp_head finding: the guard read 4 fields (no `more`), Proton read 13
+    // booleans (more=true, no delivery-id) and aborted the process.
+    const { sock } = await opened();
+    const dev = await fresh('listsize');
+    const fields = Buffer.alloc(13, 0x41);  // thirteen `true`s
+    const list = Buffer.concat([Buffer.from([0xc0, fields.length + 1, 4]), fields]);
+    sock.write(Buffer.concat([
+      amqp.begin(0),
+      amqp.attach({ name: 's', handle: 0, sender: true, source: 'x', target: `/devices/${dev.deviceId}/messages/events` }),
+      amqp.frame(Buffer.concat([Buffer.from([0x00, 0x53, 0x14]), list, amqp.dataSection(Buffer.from('x'))])),
+    ]));
+    const { closed, frames } = await framesAtClose(sock);
+    assert.ok(closed, 'closed');
+    assert.ok(!frames.some((f) => f.name === 'disposition'), 'nothing settled');
+    assert.match(hub.output, /amqp:decode-error: a transfer whose list size and element count disagree/);
+    await assertHubAlive(hub);
+    await afterCase();
+  });
+
   it('a transfer on a link handle never attached: close with amqp:invalid-field (Proton\'s condition)', async () => {
     const { sock } = await opened();
     sock.write(amqp.begin(0));
