@@ -23,12 +23,14 @@ ip link set lo up
 sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
 ulimit -n "$(ulimit -Hn)"  # 50k connections need more than the default 1024
 
+# HUBD_BENCH_IDLE="10000 19500" overrides the idle connection counts of the profile.
 case "$profile" in
   quick) duration=8;  warmup=3; devices=200;  idle_counts="2000";        connects=1000 ;;
   full)  duration=20; warmup=5; devices=1000; idle_counts="10000 50000"; connects=5000 ;;
   sustained) duration=${HUBD_BENCH_SUSTAINED_S:-300}; warmup=5; devices=1000; idle_counts=""; connects=0 ;;
   *) echo "usage: $0 [quick|full|sustained]" >&2; exit 2 ;;
 esac
+idle_counts=${HUBD_BENCH_IDLE:-$idle_counts}
 # Each side of a connection needs a file descriptor, and without CAP_SYS_RESOURCE the hard
 # limit cannot be raised: idle counts above it are measured at the largest count that fits.
 fd_cap=$(( $(ulimit -Hn) - 500 ))
@@ -196,7 +198,10 @@ row "(c) connects/s" connect connects_per_s
 row "(c) server CPU ms/connect" connect server_cpu_ms_per_connect
 row "(d) p50 ms at half max" latency p50_ms
 row "(d) p99 ms at half max" latency p99_ms
-for n in $idle_counts; do row "(b) KB per idle TLS connection at $n" "idle$n" kb_per_connection; done
+for n in $idle_counts; do
+  row "(b) KB per idle TLS connection at $n" "idle$n" kb_per_connection
+  row "(b) seconds to open the $n" "idle$n" connect_s
+done
 echo "| (e) direct method round trip | n/a | n/a | direct methods come with the twins/methods issue |"
 echo
 echo "errors: hubd $(get "$work/qos1.hubd.json" errors)/$(get "$work/connect.hubd.json" errors), mosquitto $(get "$work/qos1.mosquitto.json" errors)/$(get "$work/connect.mosquitto.json" errors) (throughput/connect)"
