@@ -48,7 +48,7 @@ struct options {
   std::size_t max_message_bytes = 256 * 1024;  // an enriched message past this is dropped for its endpoint
   std::size_t max_queued = 65536;              // work waiting for the routing thread
   std::chrono::seconds orphan_log_interval{5};
-  limits lim;                                  // what reconfigure() accepts
+  limits lim{};                                // what reconfigure() accepts
 };
 
 class service final : public telemetry::router {

@@ -292,7 +292,9 @@ TEST(event_log, batches_from_many_threads_stay_whole_and_in_order) {
     const int n = std::stoi(r.data.substr(r.data.find(':') + 1));
     EXPECT_EQ(n, next[t]++);
     // A batch is never interleaved with another: its records are adjacent.
-    if (n % per_batch != 0) EXPECT_EQ(std::stoi((*recs)[i - 1].data.substr(0, (*recs)[i - 1].data.find(':'))), t);
+    if (n % per_batch != 0) {
+      EXPECT_EQ(std::stoi((*recs)[i - 1].data.substr(0, (*recs)[i - 1].data.find(':'))), t);
+    }
   }
 }
 
