@@ -26,9 +26,11 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <thread>
 
 namespace hub::amqp_head {
 namespace {
@@ -232,12 +234,18 @@ class event_hubs_session : public ::testing::Test {
     FAIL() << "never went quiet";
   }
 
-  // Wakes the receivers the watch woke, as the session would.
+  // Wakes the receivers the watch woke, as the session would. The watch wakes them on the log's
+  // writer thread, which may call append()'s completion first: wait for the wake (up to 5 s)
+  // rather than race it (this test failed about one run in eight on a busy machine).
   void deliver_wakes() {
     std::vector<amqp::link_id> woken;
-    {
-      std::scoped_lock lock(woken_mutex_);
-      woken.swap(woken_);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (woken.empty() && std::chrono::steady_clock::now() < deadline) {
+      {
+        std::scoped_lock lock(woken_mutex_);
+        woken.swap(woken_);
+      }
+      if (woken.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     for (auto link : woken) {
       std::vector<work> w;
