@@ -251,4 +251,29 @@ describe('new device connections over the connect rate', () => {
       for (const c of clients) await closeQuietly(c);
     }
   });
+
+  it('Amqp: the identity\'s first link is closed with device-container-throttled, which the SDK raises as ThrottlingError', async () => {
+    // The AMQP client's open is the connection and its CBS token; the device "connects" when its
+    // first link comes (here the telemetry link of the first sendEvent). The rate is hub-wide and
+    // the Mqtt case above may have spent it: of three devices, the first ones may pass, then
+    // every one is throttled.
+    const clients = [];
+    try {
+      const results = [];
+      for (let i = 0; i < 3; i++) {
+        const dev = await createSasDevice(hub, registry, `throttle-connect-amqp-${i}-${pid}`);
+        const client = await openClient(dev.connectionString, Amqp, { noRetry: true });
+        clients.push(client);
+        results.push(await outcome(within(20_000, client.sendEvent(new Message('x')), `send ${i}`)));
+      }
+      const names = results.map((e) => e?.constructor.name ?? 'ok');
+      assert.ok(names.every((n) => n === 'ok' || n === 'ThrottlingError'), names.join());
+      const first = names.indexOf('ThrottlingError');
+      assert.ok(first >= 0, `the third connection within the minute at the latest is throttled: ${names}`);
+      assert.ok(names.slice(first).every((n) => n === 'ThrottlingError'), `throttled from then on: ${names}`);
+      await logged(hub, /cannot connect: IoT hub throttled/);
+    } finally {
+      for (const c of clients) await closeQuietly(c);
+    }
+  });
 });

@@ -249,9 +249,16 @@ void live::attach(const connections::identity& who) {
   // attach() writes the registry: on the pool. The answer comes back here; if the connection
   // has ended by then, the identity is detached again at once.
   asio::post(ctx_.blocking, [self = weak_from_this(), svc = &ctx_.svc, blocking = ctx_.blocking, ex = ex_, link, who]() {
-    auto attached = svc->connections.attach(who, link);
     result<std::shared_ptr<registry::presence>> r = make_error(errc::server_error, "");
-    if (attached) {
+    // IoT Hub's "new device connections" throttle, as for an MQTT CONNECT: counted when an
+    // identity's first link comes (a token renewal is no new connection). Over the rate its links
+    // close with com.microsoft:device-container-throttled, which the SDKs raise as ThrottlingError
+    // and retry (a refused CBS put-token would be an UnauthorizedError, never retried).
+    auto admitted = svc->throttles != nullptr ? svc->throttles->admit(throttling::operation::connect, who.device_id)
+                                              : result<std::chrono::nanoseconds>(std::chrono::nanoseconds(0));
+    if (!admitted) {
+      r = admitted.error();
+    } else if (auto attached = svc->connections.attach(who, link); attached) {
       if (attached->previous) attached->previous->close("replaced by a new connection of the same identity");
       r = attached->presence;
     } else {
