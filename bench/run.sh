@@ -46,6 +46,8 @@ idle_counts=$capped
 max_devices=$devices
 for n in $idle_counts; do (( n > max_devices )) && max_devices=$n; done
 (( connects > max_devices )) && max_devices=$connects
+# (d)'s consumer on mosquitto logs in with the line after the publishers'.
+(( devices + 1 > max_devices )) && max_devices=$((devices + 1))
 
 echo "== building (release preset)"
 cmake --preset release >/dev/null
@@ -120,7 +122,7 @@ restart_servers() {
 
 run() {  # run NAME ARGS...: the generator against hubd, then mosquitto; prints JSON lines
   local name=$1; shift
-  "$loadgen" --json --host $hub_addr --ca "$ca" --mode hubd --server-pid $hub_pid \
+  "$loadgen" --json --host $hub_addr --ca "$ca" --mode hubd --server-pid $hub_pid --connection-string "$cs" \
     --devices-file "$work/devices.txt" "$@" > "$work/$name.hubd.json"
   "$loadgen" --json --host $mq_addr --ca "$ca" --mode mosquitto --server-pid $mq_pid \
     --devices-file "$work/devices.txt" "$@" > "$work/$name.mosquitto.json"
@@ -178,9 +180,12 @@ echo "== (c) connect rate, SAS over TLS, $connects connects"
 run connect --scenario connect --devices "$connects" --connect-concurrency 64 --fast-ec-decode
 hub_max=$(get "$work/qos1.hubd.json" msgs_per_s)
 half=$(python3 -c "print(int(float('$hub_max') / 2))")
-echo "== (d) publish->PUBACK latency at half of hubd's max ($half msgs/s)"
+echo "== (d) publish->PUBACK and publish->arrival latency at half of hubd's max ($half msgs/s)"
+# --consumer: the generator also reads every message back (hubd: its Event Hubs-compatible
+# endpoint over AMQP; mosquitto: a QoS 1 subscriber). Not at (a): at max, hubd delivers events
+# behind the appends (seconds of backlog) and the consumer's CPU would lower the max itself.
 run latency --scenario throughput --devices "$devices" --qos 1 --size 256 --inflight 16 --rate "$half" \
-  --warmup "$warmup" --duration "$duration"
+  --warmup "$warmup" --duration "$duration" --consumer
 for n in $idle_counts; do
   echo "== (b) $n idle TLS connections"
   restart_servers
@@ -198,10 +203,22 @@ row "(c) connects/s" connect connects_per_s
 row "(c) server CPU ms/connect" connect server_cpu_ms_per_connect
 row "(d) p50 ms at half max" latency p50_ms
 row "(d) p99 ms at half max" latency p99_ms
+row "(d) publish→arrival p50 ms" latency arrival_p50_ms
+row "(d) publish→arrival p99 ms" latency arrival_p99_ms
+row "(d) arrived / acknowledged" latency arrived_fraction
+row "(d) consumer CPU µs/msg (in loadgen)" latency consumer_cpu_us_per_msg
 for n in $idle_counts; do
   row "(b) KB per idle TLS connection at $n" "idle$n" kb_per_connection
   row "(b) seconds to open the $n" "idle$n" connect_s
 done
 echo "| (e) direct method round trip | n/a | n/a | direct methods come with the twins/methods issue |"
 echo
-echo "errors: hubd $(get "$work/qos1.hubd.json" errors)/$(get "$work/connect.hubd.json" errors), mosquitto $(get "$work/qos1.mosquitto.json" errors)/$(get "$work/connect.mosquitto.json" errors) (throughput/connect)"
+echo "errors: hubd $(get "$work/qos1.hubd.json" errors)/$(get "$work/connect.hubd.json" errors)/$(get "$work/latency.hubd.json" errors), mosquitto $(get "$work/qos1.mosquitto.json" errors)/$(get "$work/connect.mosquitto.json" errors)/$(get "$work/latency.mosquitto.json" errors) (throughput/connect/latency)"
+for side in hubd mosquitto; do
+  python3 - "$work/latency.$side.json" "$side" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r["arrived"] != r["acked_in_window"]:
+    print(f"warning: {sys.argv[2]}: {r['arrived']} of {r['acked_in_window']} acknowledged messages arrived at the consumer")
+PY
+done

@@ -9,7 +9,9 @@
 // in the same way on the same machine can be compared as ratios.
 //
 // One io_context thread: on a 2-core machine the other core is the server's, and the device
-// coroutines share state without locks.
+// coroutines share state without locks. With --consumer, a consumer on its own thread reads the
+// messages back for publish-to-arrival latency (consumer.hpp).
+#include "bench/loadgen/consumer.hpp"
 #include "bench/loadgen/create_devices.hpp"
 #include "bench/loadgen/ec_decode.hpp"
 #include "codec/mqtt/codec.hpp"
@@ -73,6 +75,8 @@ struct options {
   int server_pid = 0;
   bool json = false;
   bool fast_ec_decode = false;
+  bool consumer = false;         // throughput: also measure publish-to-arrival (consumer.hpp)
+  std::uint16_t amqp_port = 5671;
 };
 
 struct device_cred {
@@ -106,31 +110,7 @@ long rss_kib(int pid) {
   return 0;
 }
 
-// Latency histogram with 1 µs buckets up to 100 ms, then a tail bucket.
-class histogram {
- public:
-  void add(std::chrono::nanoseconds d) {
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-    ++buckets_[static_cast<std::size_t>(std::clamp<long long>(us, 0, max_us))];
-    ++count_;
-  }
-  double percentile_ms(double p) const {
-    if (count_ == 0) return 0;
-    const auto want = static_cast<std::uint64_t>(p * static_cast<double>(count_));
-    std::uint64_t seen = 0;
-    for (std::size_t i = 0; i < buckets_.size(); ++i) {
-      seen += buckets_[i];
-      if (seen > want) return static_cast<double>(i) / 1000.0;
-    }
-    return max_us / 1000.0;
-  }
-  std::uint64_t count() const { return count_; }
-
- private:
-  static constexpr long long max_us = 100'000;
-  std::vector<std::uint64_t> buckets_ = std::vector<std::uint64_t>(max_us + 1);
-  std::uint64_t count_ = 0;
-};
+using loadgen::histogram;
 
 struct stats {
   std::atomic<std::uint64_t> acked{0};        // PUBACKs (QoS 1) or PINGRESP-confirmed batches (QoS 0)
@@ -226,6 +206,7 @@ struct run_context {
   tcp::endpoint endpoint;
   ssl::context* tls;
   std::string sas_host;   // hubd: the host name in tokens and user names
+  loadgen::consumer* consumer = nullptr;  // --consumer
 };
 
 hub::mqtt::connect make_connect(const run_context& ctx, const device_cred& d) {
@@ -308,6 +289,7 @@ asio::awaitable<void> publisher(const run_context& ctx, device_cred d, std::size
           ++ctx.st.acked;
           lat.add(clock_type::now() - sent_at[ack->packet_id % sent_at.size()]);
         }
+        if (ctx.consumer) ctx.consumer->acknowledged(sent_at[ack->packet_id % sent_at.size()]);
         --outstanding;
         wake.cancel();
       } else if (std::holds_alternative<hub::mqtt::pingresp>(*p)) {
@@ -330,6 +312,12 @@ asio::awaitable<void> publisher(const run_context& ctx, device_cred d, std::size
       wake.expires_at(clock_type::time_point::max());
       continue;
     }
+    if (ctx.consumer && ctx.consumer->ended()) {
+      // --consumer: after the window nothing more is sent, so the consumer can catch up.
+      asio::steady_timer t(ex, std::chrono::milliseconds(20));
+      co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
     if (interval.count() > 0) {
       const auto now = clock_type::now();
       if (now < next_send) {
@@ -340,10 +328,12 @@ asio::awaitable<void> publisher(const run_context& ctx, device_cred d, std::size
     }
     bytes.clear();
     hub::mqtt::publish p{topic, payload, static_cast<std::uint8_t>(ctx.opt.qos), false, false, 0};
+    const auto now = clock_type::now();
+    if (ctx.consumer) loadgen::stamp_send_time(p.payload, now);
     if (ctx.opt.qos > 0) {
       if (++next_id == 0) next_id = 1;
       p.packet_id = next_id;
-      sent_at[next_id % sent_at.size()] = clock_type::now();
+      sent_at[next_id % sent_at.size()] = now;
       ++outstanding;
       hub::mqtt::encode(p, bytes);
     } else {
@@ -352,6 +342,7 @@ asio::awaitable<void> publisher(const run_context& ctx, device_cred d, std::size
       hub::mqtt::encode(hub::mqtt::pingreq{}, bytes);
       ++outstanding;
       ++qos0_batch;
+      if (ctx.consumer) ctx.consumer->acknowledged(now, 64);  // QoS 0: sent counts as acknowledged
     }
     if (auto ec = co_await s.write(bytes); ec) {
       if (!ctx.st.stop) ctx.st.error(fmt::format("write {}: {}", d.id, ec.message()));
@@ -450,8 +441,18 @@ int main(int argc, char** argv) {
   app.add_flag("--fast-ec-decode", opt.fast_ec_decode,
                "decode EC keys of received certificates with OpenSSL's legacy decoder (OpenSSL 3.0 builds a "
                "provider decoder per certificate); verification is unchanged");
+  app.add_flag("--consumer", opt.consumer,
+               "throughput: also read the messages back (hubd: its Event Hubs-compatible endpoint over AMQP with "
+               "--connection-string, a policy with ServiceConnect; mosquitto: an MQTT subscriber with the line after "
+               "the publishers' in --devices-file) and report publish-to-arrival latency; payloads carry their send "
+               "time in their first 8 bytes");
+  app.add_option("--amqp-port", opt.amqp_port, "--consumer with hubd: the AMQP port");
   CLI11_PARSE(app, argc, argv);
   if (opt.sni.empty()) opt.sni = opt.host;
+  if (opt.consumer && opt.size < 8) {
+    std::cerr << "hubd-loadgen: --consumer needs --size >= 8 (the send time)\n";
+    return 2;
+  }
 
   if (opt.scenario == "create") {
     try {
@@ -466,8 +467,17 @@ int main(int argc, char** argv) {
   }
 
   std::vector<device_cred> devices;
+  std::optional<device_cred> spare;  // --consumer with mosquitto: the subscriber's credential
   try {
-    devices = load_devices(opt);
+    if (opt.consumer && opt.mode == "mosquitto") {
+      auto more = opt;
+      ++more.devices;
+      devices = load_devices(more);
+      spare = devices.back();
+      devices.pop_back();
+    } else {
+      devices = load_devices(opt);
+    }
   } catch (const std::exception& e) {
     std::cerr << "hubd-loadgen: " << e.what() << "\n";
     return 2;
@@ -499,6 +509,20 @@ int main(int argc, char** argv) {
   };
   auto guard = asio::make_work_guard(ioc);
 
+  std::unique_ptr<loadgen::consumer> consumer;
+  if (opt.consumer && opt.scenario == "throughput") {
+    consumer = std::make_unique<loadgen::consumer>(loadgen::consumer_options{
+        opt.mode, opt.host, opt.sni, opt.tls, opt.ca_file, opt.port, opt.amqp_port, opt.connection_string, "$Default",
+        spare ? spare->id : "", spare ? spare->secret : ""});
+    try {
+      consumer->start(std::chrono::seconds(10));
+    } catch (const std::exception& e) {
+      std::cerr << "hubd-loadgen: consumer: " << e.what() << "\n";
+      return 1;
+    }
+    ctx.consumer = consumer.get();
+  }
+
   if (opt.scenario == "throughput") {
     const double per_device = opt.rate > 0 ? opt.rate / static_cast<double>(devices.size()) : 0;
     for (std::size_t i = 0; i < devices.size(); ++i) {
@@ -507,7 +531,9 @@ int main(int argc, char** argv) {
     run_threads();
     sleep_s(opt.warmup_s);
     const double srv0 = opt.server_pid ? cpu_seconds(opt.server_pid) : 0, gen0 = cpu_seconds(self);
+    const double con0 = consumer ? consumer->cpu_seconds() : 0;
     const auto t0 = clock_type::now();
+    if (consumer) consumer->begin(t0);
     st.measuring = true;
     // The window is measured in slices of 10 s (one slice when it is shorter): the slowest slice says
     // whether a rate was sustained, not just reached on average.
@@ -524,18 +550,49 @@ int main(int argc, char** argv) {
       done += step;
     }
     st.measuring = false;
-    const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+    const auto t1 = clock_type::now();
+    if (consumer) consumer->end(t1);
+    const double secs = std::chrono::duration<double>(t1 - t0).count();
     const double srv = opt.server_pid ? cpu_seconds(opt.server_pid) - srv0 : 0, gen = cpu_seconds(self) - gen0;
+    // The publishers send no more (consumer->ended()) but still take PUBACKs while the window's
+    // last messages are acknowledged and arrive; the consumer's CPU counts until then.
+    if (consumer) consumer->drain(std::chrono::seconds(30));
+    const double drain_s = std::chrono::duration<double>(clock_type::now() - t1).count();
+    const double con = consumer ? consumer->cpu_seconds() - con0 : 0;
     st.stop = true;
+    if (consumer) consumer->stop();
+    std::string arrival_json, arrival_text;
+    if (consumer) {
+      const auto& a = consumer->latency();
+      const double acked = static_cast<double>(consumer->acked());
+      const double fraction = acked > 0 ? static_cast<double>(consumer->arrived()) / acked : 0;
+      // A consumer that saw nothing is an error, not a latency of 0.
+      std::string trouble;
+      if (consumer->arrived() == 0) trouble = "nothing arrived";
+      if (!consumer->error().empty()) trouble += (trouble.empty() ? "" : ": ") + consumer->error();
+      if (!trouble.empty()) {
+        st.error("consumer: " + trouble);
+        std::cerr << "hubd-loadgen: consumer: " << trouble << "\n";
+      }
+      arrival_json = fmt::format(
+          R"(,"arrival_p50_ms":{:.3f},"arrival_p99_ms":{:.3f},"arrival_p999_ms":{:.3f},"arrived":{},"acked_in_window":{},"arrived_fraction":{:.4f},"consumer_cpu_us_per_msg":{:.2f},"drain_s":{:.2f})",
+          a.percentile_ms(0.5), a.percentile_ms(0.99), a.percentile_ms(0.999), consumer->arrived(), consumer->acked(),
+          fraction, consumer->arrived() ? con * 1e6 / static_cast<double>(consumer->arrived()) : 0, drain_s);
+      arrival_text = fmt::format(
+          "  publish->arrival p50 {:.3f} ms, p99 {:.3f} ms, p99.9 {:.3f} ms; {} of {} acknowledged arrived ({:.4f}); "
+          "consumer CPU {:.2f} µs/msg (in loadgen's); caught up {:.2f} s after the window\n",
+          a.percentile_ms(0.5), a.percentile_ms(0.99), a.percentile_ms(0.999), consumer->arrived(), consumer->acked(),
+          fraction, consumer->arrived() ? con * 1e6 / static_cast<double>(consumer->arrived()) : 0, drain_s);
+    }
     const auto msgs = static_cast<double>(st.acked.load());
     const auto& h = st.latency[0];
     if (opt.json) {
       std::cout << fmt::format(
           R"({{"scenario":"throughput","mode":"{}","connections":{},"connected":{},"qos":{},"size":{},"msgs_per_s":{:.0f},)"
-          R"("slowest_10s_msgs_per_s":{:.0f},"server_cpu_us_per_msg":{:.2f},"loadgen_cpu_us_per_msg":{:.2f},"p50_ms":{:.3f},"p99_ms":{:.3f},"p999_ms":{:.3f},"errors":{}}})",
+          R"("slowest_10s_msgs_per_s":{:.0f},"server_cpu_us_per_msg":{:.2f},"loadgen_cpu_us_per_msg":{:.2f},"p50_ms":{:.3f},"p99_ms":{:.3f},"p999_ms":{:.3f},"errors":{}{}}})",
           opt.mode, devices.size(), st.connected.load(), opt.qos, opt.size, msgs / secs, std::max(slowest, 0.0),
           msgs > 0 ? srv * 1e6 / msgs : 0, msgs > 0 ? gen * 1e6 / msgs : 0, h.percentile_ms(0.5), h.percentile_ms(0.99),
-          h.percentile_ms(0.999), st.errors.load())
+          h.percentile_ms(0.999), st.errors.load(), arrival_json)
                 << std::endl;
     } else {
       std::cout << fmt::format("{} {} connections ({} connected), QoS {}, {} B: {:.0f} msgs/s over {:.1f} s\n", opt.mode,
@@ -545,6 +602,7 @@ int main(int argc, char** argv) {
                                msgs > 0 ? srv * 1e6 / msgs : 0, msgs > 0 ? gen * 1e6 / msgs : 0)
                 << fmt::format("  publish->PUBACK p50 {:.3f} ms, p99 {:.3f} ms, p99.9 {:.3f} ms ({} samples)\n",
                                h.percentile_ms(0.5), h.percentile_ms(0.99), h.percentile_ms(0.999), h.count())
+                << arrival_text
                 << fmt::format("  errors: {}{}\n", st.errors.load(),
                                st.first_error.empty() ? "" : " (first: " + st.first_error + ")");
     }
@@ -609,5 +667,6 @@ int main(int argc, char** argv) {
   guard.reset();
   ioc.stop();
   for (auto& t : threads) t.join();
+  if (consumer && consumer->arrived() == 0) return 1;
   return st.errors > 0 && st.connected == 0 ? 1 : 0;
 }
