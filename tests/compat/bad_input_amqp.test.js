@@ -6,20 +6,16 @@
 // status-code, the detach's error condition) or a clean close, then that the canaries (an Mqtt
 // and an Amqp device sending all along) are still acknowledged.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it, before } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const rhea = require('rhea');
-const { Registry } = require('azure-iothub');
 const { encodeUriComponentStrict } = require('azure-iot-common');
-const { startHub } = require('./lib/hub');
-const { createSasDevice } = require('./lib/device');
 const { sasToken } = require('./lib/util');
-const { Canaries, rssKiB, assertHubAlive, repeatedCases, RawSocket, amqp, decodeFrames, frameError, openWebSocket } = require('./lib/bad_input');
+const { badInputSuite, assertBoundedPerConnection, assertHubAlive, repeatedCases, RawSocket, amqp, decodeFrames, frameError, openWebSocket } = require('./lib/bad_input');
 
 const PORT = 5671;
 const CLOSE_WITHIN_MS = 5_000;
-const RSS_GROWTH_LIMIT_KIB = 16 * 1024;
 
 // The frames hubd sent, after the connection closed (or ms passed).
 async function framesAtClose(raw, ms = CLOSE_WITHIN_MS) {
@@ -92,28 +88,11 @@ function attachSender(conn, address) {
 }
 
 describe('bad input: AMQP', () => {
+  const suite = badInputSuite({ name: 'bad-input-amqp', prefix: 'amqp' });
+  const { afterCase, fresh } = suite;
   let hub;
-  let registry;
-  let canaries;
-  let rssBefore;
-  const pid = process.pid;
-  let n = 0;
+  before(() => ({ hub } = suite));
 
-  before(async () => {
-    hub = await startHub({ name: 'bad-input-amqp' });
-    registry = Registry.fromConnectionString(hub.connectionString);
-    canaries = await Canaries.start(hub, registry, `amqp-${pid}`);
-    await canaries.check();
-    rssBefore = rssKiB(hub);
-  });
-  after(async () => {
-    await canaries?.stop();
-    if (hub) await hub.dispose();
-  });
-
-  async function afterCase() {
-    await canaries.check();
-  }
   const raw = () => RawSocket.tls(hub.hostName, PORT);
   // A raw connection past the AMQP header and open exchange (no SASL): {sock, open} with the
   // hub's open frame.
@@ -128,9 +107,6 @@ describe('bad input: AMQP', () => {
   function deviceToken(dev, { key = dev.device.authentication.symmetricKey.primaryKey, expiry, host = hub.hostName } = {}) {
     const resource = encodeUriComponentStrict(`${host}/devices/${dev.deviceId}`);
     return sasToken({ resource, key, expiry: expiry ?? Math.floor(Date.now() / 1000) + 3600 });
-  }
-  async function fresh(name) {
-    return createSasDevice(hub, registry, `bad-amqp-${name}-${pid}-${n++}`);
   }
 
   // ---- protocol header and framing -----------------------------------------------------------
@@ -399,15 +375,9 @@ describe('bad input: AMQP', () => {
       sock.write(amqp.frame(amqp.performative(0x99, [amqp.uint(1)])));
       assert.ok(await sock.closedWithin(CLOSE_WITHIN_MS), 'closed');
     });
-    console.log(`hubd RSS over 300 bad connections: ${r.before} -> ${r.after} KiB (${r.perCase.toFixed(2)} KiB each)`);
-    assert.ok(r.perCase < 8, `${r.perCase} KiB per connection`);
+    assertBoundedPerConnection(r);
     await afterCase();
   });
 
-  it(`hubd is alive and its RSS grew by less than ${RSS_GROWTH_LIMIT_KIB / 1024} MiB over the cases`, async () => {
-    await assertHubAlive(hub);
-    const after = rssKiB(hub);
-    console.log(`hubd RSS: ${rssBefore} KiB before the cases, ${after} KiB after`);
-    assert.ok(after - rssBefore < RSS_GROWTH_LIMIT_KIB, `RSS grew from ${rssBefore} to ${after} KiB`);
-  });
+  suite.itStaysBounded();
 });

@@ -4,15 +4,13 @@
 // code, SUBACK code, or a close without an answer), then that the two canaries (an Mqtt and an
 // Amqp device sending all along) are still acknowledged. hubd's RSS is compared at the end.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it, before } = require('node:test');
 const assert = require('node:assert/strict');
-const { Registry } = require('azure-iothub');
 const { Mqtt } = require('azure-iot-device-mqtt');
-const { startHub } = require('./lib/hub');
-const { Message, createSasDevice, openClient, closeQuietly, within, storedEvents, eventsOf } = require('./lib/device');
+const { Message, openClient, closeQuietly, within, storedEvents, eventsOf } = require('./lib/device');
 const { RawMqtt, connectPacket, publishPacket, subscribePacket, packet, remainingLength, deviceCredentials } =
   require('./lib/raw_mqtt');
-const { Canaries, rssKiB, assertHubAlive, repeatedCases, openWebSocket } = require('./lib/bad_input');
+const { badInputSuite, assertBoundedPerConnection, assertHubAlive, repeatedCases, openWebSocket } = require('./lib/bad_input');
 
 const CONNACK = 2;
 const PUBACK = 4;
@@ -21,7 +19,6 @@ const PINGRESP = 13;
 // How long hubd may take to close a connection that misbehaved.
 const CLOSE_WITHIN_MS = 5_000;
 // hubd's RSS may grow by this much over the file (see docs/bad-input.md, "memory").
-const RSS_GROWTH_LIMIT_KIB = 16 * 1024;
 
 function u16(n) {
   const b = Buffer.alloc(2);
@@ -39,24 +36,12 @@ function describePacket(p) {
 }
 
 describe('bad input: MQTT', () => {
+  const suite = badInputSuite({ name: 'bad-input-mqtt', prefix: 'mqtt' });
+  const { afterCase, fresh } = suite;
+  const pid = process.pid;
   let hub;
   let registry;
-  let canaries;
-  let rssBefore;
-  const pid = process.pid;
-  let n = 0;
-
-  before(async () => {
-    hub = await startHub({ name: 'bad-input-mqtt' });
-    registry = Registry.fromConnectionString(hub.connectionString);
-    canaries = await Canaries.start(hub, registry, `mqtt-${pid}`);
-    await canaries.check();
-    rssBefore = rssKiB(hub);
-  });
-  after(async () => {
-    await canaries?.stop();
-    if (hub) await hub.dispose();
-  });
+  before(() => ({ hub, registry } = suite));
 
   // The connection's answer: the next packet, null for a close, 'timeout' if it stays open.
   async function next(raw, ms = CLOSE_WITHIN_MS) {
@@ -65,9 +50,6 @@ describe('bad input: MQTT', () => {
   async function assertClosedWithoutAnswer(raw) {
     const p = await next(raw);
     assert.equal(p, null, `expected a close without an answer, got ${describePacket(p)}`);
-  }
-  async function fresh(name) {
-    return createSasDevice(hub, registry, `bad-mqtt-${name}-${pid}-${n++}`);
   }
   function credentials(dev) {
     return deviceCredentials(hub.hostName, dev.deviceId, dev.device.authentication.symmetricKey.primaryKey);
@@ -82,9 +64,6 @@ describe('bad input: MQTT', () => {
   async function assertNothingStored(dev) {
     const stored = eventsOf(await storedEvents(hub, { args: ['--device', dev.deviceId] }), dev.deviceId);
     assert.deepEqual(stored.map((e) => e.body), [], 'nothing stored for the device');
-  }
-  async function afterCase() {
-    await canaries.check();
   }
 
   // ---- framing ---------------------------------------------------------------------------------
@@ -420,15 +399,9 @@ describe('bad input: MQTT', () => {
       raw.write(packet(0x10, body));
       assert.ok(await raw.closedWithin(CLOSE_WITHIN_MS), 'closed');
     });
-    console.log(`hubd RSS over 300 bad connections: ${r.before} -> ${r.after} KiB (${r.perCase.toFixed(2)} KiB each)`);
-    assert.ok(r.perCase < 8, `${r.perCase} KiB per connection`);
+    assertBoundedPerConnection(r);
     await afterCase();
   });
 
-  it(`hubd is alive and its RSS grew by less than ${RSS_GROWTH_LIMIT_KIB / 1024} MiB over the cases`, async () => {
-    await assertHubAlive(hub);
-    const after = rssKiB(hub);
-    console.log(`hubd RSS: ${rssBefore} KiB before the cases, ${after} KiB after`);
-    assert.ok(after - rssBefore < RSS_GROWTH_LIMIT_KIB, `RSS grew from ${rssBefore} to ${after} KiB`);
-  });
+  suite.itStaysBounded();
 });

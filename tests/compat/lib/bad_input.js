@@ -46,7 +46,55 @@ async function repeatedCases(hub, once, { warmup = 50, n = 300, concurrency = 10
   const before = rssKiB(hub);
   await run(n);
   const after = rssKiB(hub);
-  return { before, after, perCase: (after - before) / n };
+  return { before, after, perCase: (after - before) / n, n };
+}
+
+// ---- the frame of a bad-input file ----------------------------------------------------------
+
+// hubd's RSS may grow by this much over a whole file of cases (caches, allocator arenas), and a
+// repeated case by this much per connection.
+const RSS_GROWTH_LIMIT_KIB = 16 * 1024;
+const RSS_PER_CONNECTION_LIMIT_KIB = 8;
+
+// Installs the hooks every bad-input file shares and returns the suite's state (set by the time
+// the cases run): one hub for the file (`startHub({name, args})`), a registry client, canaries
+// started and checked before the first case, hubd's RSS before the cases. `afterCase()` checks
+// the canaries; `fresh(what)` creates a SAS device; `itStaysBounded()` adds the last case (hubd
+// alive, RSS grown by less than RSS_GROWTH_LIMIT_KIB). `cleanup` runs first in `after`.
+function badInputSuite({ name, prefix, args, cleanup }) {
+  const { before, after, it } = require('node:test');
+  const { Registry } = require('azure-iothub');
+  const { startHub } = require('./hub');
+  const pid = process.pid;
+  let n = 0;
+  const s = { hub: null, registry: null, canaries: null, rssBefore: 0 };
+  before(async () => {
+    s.hub = await startHub({ name, args });
+    s.registry = Registry.fromConnectionString(s.hub.connectionString);
+    s.canaries = await Canaries.start(s.hub, s.registry, `${prefix}-${pid}`);
+    await s.canaries.check();
+    s.rssBefore = rssKiB(s.hub);
+  });
+  after(async () => {
+    await cleanup?.();
+    await s.canaries?.stop();
+    if (s.hub) await s.hub.dispose();
+  });
+  s.afterCase = () => s.canaries.check();
+  s.fresh = (what = 'device') => createSasDevice(s.hub, s.registry, `bad-${prefix}-${what}-${pid}-${n++}`);
+  s.itStaysBounded = () => it(`hubd is alive and its RSS grew by less than ${RSS_GROWTH_LIMIT_KIB / 1024} MiB over the cases`, async () => {
+    await assertHubAlive(s.hub);
+    const after = rssKiB(s.hub);
+    console.log(`hubd RSS: ${s.rssBefore} KiB before the cases, ${after} KiB after`);
+    assert.ok(after - s.rssBefore < RSS_GROWTH_LIMIT_KIB, `RSS grew from ${s.rssBefore} to ${after} KiB`);
+  });
+  return s;
+}
+
+// The verdict on repeatedCases() over bad connections.
+function assertBoundedPerConnection(r) {
+  console.log(`hubd RSS over ${r.n} bad connections: ${r.before} -> ${r.after} KiB (${r.perCase.toFixed(2)} KiB each)`);
+  assert.ok(r.perCase < RSS_PER_CONNECTION_LIMIT_KIB, `${r.perCase} KiB per connection`);
 }
 
 // ---- canaries -------------------------------------------------------------------------------
@@ -496,5 +544,5 @@ function frameError(frame) {
 }
 
 module.exports = {
-  rssKiB, assertHubAlive, repeatedCases, Canaries, RawSocket, tryTls, parseHttpResponse, rawHttp, expiredCert, openWebSocket, amqp, decodeFrames, decodeValue, frameError,
+  badInputSuite, assertBoundedPerConnection, rssKiB, assertHubAlive, repeatedCases, Canaries, RawSocket, tryTls, parseHttpResponse, rawHttp, expiredCert, openWebSocket, amqp, decodeFrames, decodeValue, frameError,
 };
