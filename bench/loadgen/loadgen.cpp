@@ -302,8 +302,10 @@ asio::awaitable<void> publisher(const run_context& ctx, device_cred d, std::size
   }, asio::detached);
 
   auto next_send = clock_type::now() + std::chrono::microseconds(static_cast<long>(index % 1000) * 50);
-  const auto interval = per_device_rate > 0 ? std::chrono::nanoseconds(static_cast<long long>(1e9 / per_device_rate))
-                                            : std::chrono::nanoseconds(0);
+  // QoS 0 sends 64 publishes a turn (below): its turns come 64 times further apart.
+  const auto interval = per_device_rate > 0
+                            ? std::chrono::nanoseconds(static_cast<long long>(1e9 / per_device_rate)) * (ctx.opt.qos == 0 ? 64 : 1)
+                            : std::chrono::nanoseconds(0);
   std::string bytes;
   std::uint64_t qos0_batch = 0;
   while (!ctx.st.stop && reading) {
