@@ -43,6 +43,7 @@ for n in $idle_counts; do
   capped="$capped $n"
 done
 idle_counts=$capped
+method_devices=100; method_callers=8  # (e)
 max_devices=$devices
 for n in $idle_counts; do (( n > max_devices )) && max_devices=$n; done
 (( connects > max_devices )) && max_devices=$connects
@@ -186,6 +187,11 @@ echo "== (d) publish->PUBACK and publish->arrival latency at half of hubd's max 
 # behind the appends (seconds of backlog) and the consumer's CPU would lower the max itself.
 run latency --scenario throughput --devices "$devices" --qos 1 --size 256 --inflight 16 --rate "$half" \
   --warmup "$warmup" --duration "$duration" --consumer
+# hubd: HTTPS POST /twins/{id}/methods -> MQTT to the device -> its answer -> HTTP response;
+# mosquitto: the same RPC over MQTT topics (rpc/<id>/req, rpc/<id>/res), QoS 0. methods.cpp.
+echo "== (e) direct method round trip, $method_devices devices, $method_callers callers"
+run method --scenario method --devices "$method_devices" --method-concurrency "$method_callers" \
+  --connection-string "$cs" --warmup "$warmup" --duration "$duration"
 for n in $idle_counts; do
   echo "== (b) $n idle TLS connections"
   restart_servers
@@ -211,9 +217,13 @@ for n in $idle_counts; do
   row "(b) KB per idle TLS connection at $n" "idle$n" kb_per_connection
   row "(b) seconds to open the $n" "idle$n" connect_s
 done
-echo "| (e) direct method round trip | n/a | n/a | direct methods come with the twins/methods issue |"
+row "(e) method calls/s, $method_callers callers" method calls_per_s
+row "(e) method round trip p50 ms" method p50_ms
+row "(e) method round trip p99 ms" method p99_ms
+row "(e) server CPU µs/call" method server_cpu_us_per_call
+row "(e) loadgen CPU µs/call" method loadgen_cpu_us_per_call
 echo
-echo "errors: hubd $(get "$work/qos1.hubd.json" errors)/$(get "$work/connect.hubd.json" errors)/$(get "$work/latency.hubd.json" errors), mosquitto $(get "$work/qos1.mosquitto.json" errors)/$(get "$work/connect.mosquitto.json" errors)/$(get "$work/latency.mosquitto.json" errors) (throughput/connect/latency)"
+echo "errors: hubd $(get "$work/qos1.hubd.json" errors)/$(get "$work/connect.hubd.json" errors)/$(get "$work/latency.hubd.json" errors)/$(get "$work/method.hubd.json" errors), mosquitto $(get "$work/qos1.mosquitto.json" errors)/$(get "$work/connect.mosquitto.json" errors)/$(get "$work/latency.mosquitto.json" errors)/$(get "$work/method.mosquitto.json" errors) (throughput/connect/latency/method)"
 for side in hubd mosquitto; do
   python3 - "$work/latency.$side.json" "$side" <<'PY'
 import json, sys

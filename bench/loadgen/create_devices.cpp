@@ -24,8 +24,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-namespace {
-std::string field(const std::string& cs, const std::string& name) {
+std::string connection_string_field(const std::string& cs, const std::string& name) {
   const auto key = name + "=";
   auto pos = cs.find(key);
   if (pos == std::string::npos) throw std::runtime_error("connection string lacks " + name);
@@ -33,12 +32,11 @@ std::string field(const std::string& cs, const std::string& name) {
   const auto end = cs.find(';', pos);
   return cs.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
 }
-}  // namespace
 
 void create_devices(const create_options& o) {
-  const auto host = field(o.connection_string, "HostName");
-  const auto policy = field(o.connection_string, "SharedAccessKeyName");
-  const auto key = field(o.connection_string, "SharedAccessKey");
+  const auto host = connection_string_field(o.connection_string, "HostName");
+  const auto policy = connection_string_field(o.connection_string, "SharedAccessKeyName");
+  const auto key = connection_string_field(o.connection_string, "SharedAccessKey");
   asio::io_context ioc;
   asio::ssl::context tls(asio::ssl::context::tls_client);
   tls.load_verify_file(o.ca_file);

@@ -14,6 +14,10 @@ struct create_options {
   std::string out_file;           // "id key" lines
 };
 
+// The value of NAME in an IoT Hub connection string ("HostName=...;SharedAccessKeyName=...;...").
+// Throws std::runtime_error if it is missing.
+std::string connection_string_field(const std::string& cs, const std::string& name);
+
 // Throws std::runtime_error with the hub's answer on failure.
 void create_devices(const create_options& o);
 

@@ -6,7 +6,8 @@
 // can (connect rate), or holds them idle (memory per connection). It reports throughput, publish
 // to PUBACK latency percentiles, errors and, given the server's pid, the server's and its own CPU
 // time per message over the measured window (utime + stime from /proc), so that two servers run
-// in the same way on the same machine can be compared as ratios.
+// in the same way on the same machine can be compared as ratios. Direct method round trips
+// (--scenario method) are in methods.cpp.
 //
 // One io_context thread: on a 2-core machine the other core is the server's, and the device
 // coroutines share state without locks. With --consumer, a consumer on its own thread reads the
@@ -14,6 +15,8 @@
 #include "bench/loadgen/consumer.hpp"
 #include "bench/loadgen/create_devices.hpp"
 #include "bench/loadgen/ec_decode.hpp"
+#include "bench/loadgen/methods.hpp"
+#include "bench/loadgen/mqtt_stream.hpp"
 #include "codec/mqtt/codec.hpp"
 #include "domain/auth/sas.hpp"
 
@@ -72,6 +75,7 @@ struct options {
   double warmup_s = 5;
   double duration_s = 20;
   std::size_t connect_concurrency = 64;
+  std::size_t method_concurrency = 8;
   int server_pid = 0;
   bool json = false;
   bool fast_ec_decode = false;
@@ -132,73 +136,8 @@ struct stats {
   }
 };
 
-// A stream that is TLS or plain TCP.
-class stream {
- public:
-  stream(asio::io_context& ioc, ssl::context* tls) : socket_(ioc) {
-    if (tls != nullptr) tls_.emplace(socket_, *tls);
-  }
-  asio::awaitable<boost::system::error_code> connect(const tcp::endpoint& ep, const std::string& sni) {
-    auto [ec] = co_await socket_.async_connect(ep, asio::as_tuple(asio::use_awaitable));
-    if (ec) co_return ec;
-    socket_.set_option(tcp::no_delay(true));
-    if (!tls_) co_return ec;
-    if (!sni.empty() && !std::isdigit(static_cast<unsigned char>(sni[0]))) {
-      SSL_set_tlsext_host_name(tls_->native_handle(), sni.c_str());
-    }
-    tls_->set_verify_mode(ssl::verify_peer);
-    auto [hec] = co_await tls_->async_handshake(ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
-    co_return hec;
-  }
-  asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read_some(asio::mutable_buffer b) {
-    if (tls_) {
-      auto [ec, n] = co_await tls_->async_read_some(b, asio::as_tuple(asio::use_awaitable));
-      co_return std::pair{ec, n};
-    }
-    auto [ec, n] = co_await socket_.async_read_some(b, asio::as_tuple(asio::use_awaitable));
-    co_return std::pair{ec, n};
-  }
-  asio::awaitable<boost::system::error_code> write(const std::string& bytes) {
-    if (tls_) {
-      auto [ec, n] = co_await asio::async_write(*tls_, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
-      co_return ec;
-    }
-    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes), asio::as_tuple(asio::use_awaitable));
-    co_return ec;
-  }
-  void close() {
-    boost::system::error_code ec;
-    socket_.close(ec);
-  }
-
- private:
-  tcp::socket socket_;
-  std::optional<ssl::stream<tcp::socket&>> tls_;
-};
-
-// Reads MQTT packets from a stream.
-class packet_reader {
- public:
-  asio::awaitable<std::optional<hub::mqtt::packet>> next(stream& s) {
-    for (;;) {
-      if (!buf_.empty()) {
-        auto r = hub::mqtt::decode({buf_.data(), buf_.size()});
-        if (r.st == hub::mqtt::decode_result::status::ok) {
-          buf_.erase(0, r.consumed);
-          co_return std::move(r.pkt);
-        }
-        if (r.st == hub::mqtt::decode_result::status::error) co_return std::nullopt;
-      }
-      char tmp[16384];
-      auto [ec, n] = co_await s.read_some(asio::buffer(tmp));
-      if (ec) co_return std::nullopt;
-      buf_.append(tmp, n);
-    }
-  }
-
- private:
-  std::string buf_;
-};
+using loadgen::packet_reader;
+using loadgen::stream;
 
 struct run_context {
   const options& opt;
@@ -424,11 +363,12 @@ int main(int argc, char** argv) {
   app.add_option("--mode", opt.mode, "hubd (SAS tokens) or mosquitto (user name + password)")
       ->check(CLI::IsMember({"hubd", "mosquitto"}));
   app.add_option("--scenario", opt.scenario,
-                 "throughput, connect, idle; or create: make --devices devices through the registry API "
-                 "and write them to --devices-file")
-      ->check(CLI::IsMember({"throughput", "connect", "idle", "create"}));
-  app.add_option("--connection-string", opt.connection_string, "create: the hub's iothubowner connection string");
-  app.add_option("--https-port", opt.https_port, "create: the hub's REST port");
+                 "throughput, connect, idle, method (direct method round trips; methods.cpp); or create: make "
+                 "--devices devices through the registry API and write them to --devices-file")
+      ->check(CLI::IsMember({"throughput", "connect", "idle", "method", "create"}));
+  app.add_option("--connection-string", opt.connection_string,
+                 "create, method (hubd): the hub's iothubowner connection string");
+  app.add_option("--https-port", opt.https_port, "create, method (hubd): the hub's REST port");
   app.add_option("--devices-file", opt.devices_file, "lines 'id secret' (key or password)")->required();
   app.add_option("--devices", opt.devices, "connections");
   app.add_option("--qos", opt.qos, "0 or 1")->check(CLI::Range(0, 1));
@@ -438,6 +378,7 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", opt.warmup_s, "seconds before measuring");
   app.add_option("--duration", opt.duration_s, "seconds measured (idle: how long to hold)");
   app.add_option("--connect-concurrency", opt.connect_concurrency, "connections between connect and CONNACK at once (every scenario)");
+  app.add_option("--method-concurrency", opt.method_concurrency, "method: calls outstanding at once");
   app.add_option("--server-pid", opt.server_pid, "server process, for CPU and memory figures");
   app.add_flag("--json", opt.json, "one JSON line instead of text");
   app.add_flag("--fast-ec-decode", opt.fast_ec_decode,
@@ -502,6 +443,17 @@ int main(int argc, char** argv) {
   stats st;
   st.latency.resize(1);
   run_context ctx{opt, st, tcp::endpoint(asio::ip::make_address(opt.host), opt.port), tls ? &*tls : nullptr, opt.sni};
+  if (opt.scenario == "method") {
+    loadgen::method_options mo{opt.mode, opt.host, opt.sni, opt.port, opt.https_port, opt.tls, opt.ca_file,
+                               opt.connection_string, {}, opt.method_concurrency, opt.connect_concurrency, opt.warmup_s,
+                               opt.duration_s, opt.server_pid, opt.json,
+                               [&ctx](const std::string& id, const std::string& secret) {
+                                 return make_connect(ctx, {id, secret});
+                               },
+                               cpu_seconds};
+    for (const auto& d : devices) mo.devices.emplace_back(d.id, d.secret);
+    return loadgen::run_methods(mo);
+  }
 
   const int self = static_cast<int>(getpid());
   const long rss_before = opt.server_pid ? rss_kib(opt.server_pid) : 0;
