@@ -189,9 +189,10 @@ run latency --scenario throughput --devices "$devices" --qos 1 --size 256 --infl
   --warmup "$warmup" --duration "$duration" --consumer
 # hubd: HTTPS POST /twins/{id}/methods -> MQTT to the device -> its answer -> HTTP response;
 # mosquitto: the same RPC over MQTT topics (rpc/<id>/req, rpc/<id>/res), QoS 0. methods.cpp.
+# (run passes hubd the service connection string.)
 echo "== (e) direct method round trip, $method_devices devices, $method_callers callers"
 run method --scenario method --devices "$method_devices" --method-concurrency "$method_callers" \
-  --connection-string "$cs" --warmup "$warmup" --duration "$duration"
+  --warmup "$warmup" --duration "$duration"
 for n in $idle_counts; do
   echo "== (b) $n idle TLS connections"
   restart_servers
