@@ -30,6 +30,8 @@ struct config {
   std::uint32_t partitions = 4;         // event log (telemetry) partitions; fixed once the log exists
   std::vector<std::string> consumer_groups;  // Event Hubs-compatible endpoint, besides $Default
   std::chrono::seconds retention{std::chrono::hours(24)};  // how long telemetry stays readable
+  // Group commit delay of a busy event-log partition (storage::log_options::commit_delay).
+  std::uint32_t commit_delay_us = 1000;
   // Cloud-to-device, as an IoT hub's cloudToDevice settings: the default TTL of a message
   // (1 minute .. 2 days), the delivery count at which an abandoned message is dead-lettered
   // (1 .. 100), and how long feedback records wait for the service (1 minute .. 2 days).

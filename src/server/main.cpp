@@ -188,6 +188,7 @@ int run(const config& cfg) {
   log_opts.dir = layout.events().string();
   log_opts.partitions = cfg.partitions;
   log_opts.retention = std::chrono::duration_cast<std::chrono::milliseconds>(cfg.retention);
+  log_opts.commit_delay = std::chrono::microseconds(cfg.commit_delay_us);
   auto events = storage::event_log::open(log_opts);
   if (!events) throw startup_error(fmt::format("cannot open the event log: {}", events.error().message));
 

@@ -36,6 +36,7 @@ std::unique_ptr<storage::event_log> open_endpoint_log(const config& cfg, const f
   o.dir = dir.string();
   o.partitions = cfg.partitions;
   o.retention = std::chrono::duration_cast<std::chrono::milliseconds>(cfg.retention);
+  o.commit_delay = std::chrono::microseconds(cfg.commit_delay_us);
   auto log = storage::event_log::open(o);
   if (!log) throw startup_error(fmt::format("cannot open the endpoint log {}: {}", dir.string(), log.error().message));
   return std::move(*log);

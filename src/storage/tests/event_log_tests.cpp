@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -296,6 +298,39 @@ TEST(event_log, batches_from_many_threads_stay_whole_and_in_order) {
       EXPECT_EQ(std::stoi((*recs)[i - 1].data.substr(0, (*recs)[i - 1].data.find(':'))), t);
     }
   }
+}
+
+// commit_delay: a group formed right after a commit waits until the delay has passed since it;
+// a record after a quiet spell is committed at once. Bounds are generous (the delay is 200 ms) so
+// that a busy machine cannot fail them.
+TEST(event_log, commit_delay_spaces_a_stream_of_commits_but_not_a_lone_record) {
+  using namespace std::chrono;
+  temp_dir d;
+  auto o = opts(d, 1);
+  o.commit_delay = milliseconds(200);
+  auto log = std::move(event_log::open(o).value());
+  append_sync(*log, 0, "first");  // the partition was idle: committed at once
+  const auto first_done = steady_clock::now();
+  // Two more right after: one group, committed no sooner than 200 ms after the first commit.
+  std::promise<void> both;
+  std::atomic<int> left{2};
+  std::vector<std::int64_t> seqs(2, -1);
+  for (int i = 0; i < 2; ++i) {
+    log->append(0, "next" + std::to_string(i), [&, i](hub::result<log_position> r) {
+      ASSERT_TRUE(r.has_value());
+      seqs[static_cast<std::size_t>(i)] = r->sequence;
+      if (--left == 0) both.set_value();
+    });
+  }
+  both.get_future().wait();
+  EXPECT_GE(steady_clock::now() - first_done, milliseconds(150));
+  EXPECT_EQ(seqs, (std::vector<std::int64_t>{1, 2}));
+  // After a quiet spell longer than the delay: no wait.
+  std::this_thread::sleep_for(milliseconds(300));
+  const auto t0 = steady_clock::now();
+  EXPECT_EQ(append_sync(*log, 0, "after a pause").sequence, 3);
+  EXPECT_LT(steady_clock::now() - t0, milliseconds(150));
+  log->close();
 }
 
 TEST(event_log, one_bad_record_fails_the_whole_batch_and_nothing_is_written) {
