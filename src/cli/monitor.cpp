@@ -84,11 +84,20 @@ std::string string_property(const event& e, std::string_view name) {
 
 class log_source final : public source {
  public:
-  log_source(std::unique_ptr<storage::event_log_reader> reader, start_at from, milliseconds interval)
-      : reader_(std::move(reader)), interval_(interval) {
+  log_source(std::unique_ptr<storage::event_log_reader> reader, start_at from, milliseconds interval, bool snapshot)
+      : reader_(std::move(reader)), interval_(interval), snapshot_(snapshot) {
     for (std::uint32_t p = 0; p < reader_->partitions(); ++p) {
       next_.push_back(from == start_at::latest ? reader_->end_sequence(p) : 0);
+      opening_end_.push_back(reader_->end_sequence(p));
     }
+  }
+
+  bool exhausted() const override {
+    if (!snapshot_) return false;
+    for (std::size_t p = 0; p < opening_end_.size(); ++p) {
+      if (next_[p] < opening_end_[p]) return false;
+    }
+    return true;
   }
 
   result<std::vector<event>> poll(milliseconds max_wait) override {
@@ -108,11 +117,20 @@ class log_source final : public source {
 
   result<std::vector<event>> read_available() {
     if (auto r = reader_->refresh(); !r) return r.error();
-    // Partitions that appeared since (hubd made the log after we opened it) start at 0.
-    while (next_.size() < reader_->partitions()) next_.push_back(0);
+    // Partitions that appeared since (hubd made the log after we opened it) start at 0; a
+    // snapshot has nothing of theirs.
+    while (next_.size() < reader_->partitions()) {
+      next_.push_back(0);
+      opening_end_.push_back(0);
+    }
     std::vector<event> out;
     for (std::uint32_t p = 0; p < next_.size(); ++p) {
-      auto records = reader_->read(p, next_[p], batch_records, batch_bytes);
+      std::size_t want = batch_records;
+      if (snapshot_) {
+        if (next_[p] >= opening_end_[p]) continue;
+        want = std::min<std::size_t>(want, static_cast<std::size_t>(opening_end_[p] - next_[p]));
+      }
+      auto records = reader_->read(p, next_[p], want, batch_bytes);
       if (!records) return records.error();
       for (const auto& rec : *records) {
         next_[p] = rec.sequence + 1;
@@ -130,6 +148,8 @@ class log_source final : public source {
   std::unique_ptr<storage::event_log_reader> reader_;
   milliseconds interval_;
   std::vector<std::int64_t> next_;   // next sequence to read, per partition
+  std::vector<std::int64_t> opening_end_;  // per partition, the end when the source was opened
+  bool snapshot_ = false;
 };
 
 }  // namespace
@@ -266,10 +286,10 @@ std::string to_human(const event& e) {
 }
 
 result<std::unique_ptr<source>> open_log_source(const std::string& events_dir, start_at from,
-                                                milliseconds poll_interval) {
+                                                milliseconds poll_interval, bool snapshot) {
   auto reader = storage::event_log_reader::open(events_dir);
   if (!reader) return reader.error();
-  return std::unique_ptr<source>(new log_source(std::move(*reader), from, poll_interval));
+  return std::unique_ptr<source>(new log_source(std::move(*reader), from, poll_interval, snapshot));
 }
 
 int run(source& src, const run_options& options, std::FILE* out, const std::atomic<bool>& stop) {
@@ -280,6 +300,7 @@ int run(source& src, const run_options& options, std::FILE* out, const std::atom
   constexpr milliseconds slice{200};
   while (!stop.load()) {
     if (options.count && printed >= *options.count) break;
+    if (src.exhausted()) break;
     milliseconds wait = slice;
     if (!forever) {
       const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());

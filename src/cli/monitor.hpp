@@ -84,6 +84,8 @@ class source {
   virtual ~source() = default;
   // Returns as soon as events are available, or after `max_wait` with none.
   virtual result<std::vector<event>> poll(std::chrono::milliseconds max_wait) = 0;
+  // A snapshot source (open_log_source's `snapshot`) has returned everything it will.
+  virtual bool exhausted() const = 0;
 };
 
 enum class start_at { earliest, latest };
@@ -91,8 +93,10 @@ enum class start_at { earliest, latest };
 // The event log in `events_dir` (DIR/events), read-only: hubd may be writing it. `latest`
 // starts after the newest event (only new ones), `earliest` with the oldest retained one.
 // Records that do not decode are reported on stderr and skipped.
+// `snapshot`: only what is stored when it opens (from `from`), then exhausted().
 result<std::unique_ptr<source>> open_log_source(const std::string& events_dir, start_at from,
-                                                std::chrono::milliseconds poll_interval = std::chrono::milliseconds(50));
+                                                std::chrono::milliseconds poll_interval = std::chrono::milliseconds(50),
+                                                bool snapshot = false);
 
 struct run_options {
   filter match;

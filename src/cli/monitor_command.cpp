@@ -22,6 +22,7 @@ struct monitor_options {
   std::string from = "now";
   bool json = false;
   double timeout_seconds = 0;
+  bool stop_at_end = false;
   std::uint64_t count = 0;
   bool count_set = false;
 };
@@ -46,7 +47,7 @@ int run_monitor(const std::string& data_dir, const monitor_options& o) {
     return 1;
   }
   const auto from = o.from == "start" ? monitor::start_at::earliest : monitor::start_at::latest;
-  auto src = monitor::open_log_source(events.string(), from);
+  auto src = monitor::open_log_source(events.string(), from, std::chrono::milliseconds(50), o.stop_at_end);
   if (!src) {
     fmt::print(stderr, "hubctl: no telemetry to read in {}: {}\n", dir.string(), src.error().message);
     return 1;
@@ -90,6 +91,9 @@ void add_monitor_command(CLI::App& app, const std::string& data_dir, std::functi
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   auto* count = cmd->add_option("--count,-n", o->count, "Stop after this many messages")->check(CLI::PositiveNumber);
+  cmd->add_flag("--stop-at-end", o->stop_at_end,
+                "Stop once every message stored when the monitor started has been shown (with --from\n"
+                "start: a snapshot of the log, however long it takes to read; --timeout still applies)");
   cmd->callback([o, count, &data_dir, &action] {
     o->count_set = count->count() > 0;
     action = [o, &data_dir] { return run_monitor(data_dir, *o); };

@@ -492,7 +492,7 @@ describe(`hubd survives ${KILLS} SIGKILLs under load (seed ${SEED})`, () => {
          restartedAt = kill.restartedAt = Date.now();
 
          const horizon = Date.now();
-         const stored = await storedEvents(hub, { timeoutSeconds: 1 });
+         const stored = await storedEvents(hub, { snapshot: true });
          const summary = checkTelemetry(devices, stored, horizon, label);
          await service.checkTwins(horizon, label);
          t.diagnostic(`${label}${quick ? ' (quick)' : ''}: killed at +${at - kills[0].at} ms, down ${restartedAt - at} ms; ` +
@@ -507,7 +507,7 @@ describe(`hubd survives ${KILLS} SIGKILLs under load (seed ${SEED})`, () => {
        await Promise.all([...devices.map((d) => d.stopSending()), service.stop()]);
 
        const horizon = Date.now();
-       const stored = await storedEvents(hub, { timeoutSeconds: 1 });
+       const stored = await storedEvents(hub, { snapshot: true });
        const summary = checkTelemetry(devices, stored, horizon, 'final');
        await service.checkTwins(horizon, 'final');
        for (const d of devices) {

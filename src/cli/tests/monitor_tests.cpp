@@ -246,6 +246,46 @@ TEST(monitor, log_source_from_start_or_only_new_and_run_stops_at_count_or_timeou
   std::fclose(out);
 }
 
+// --stop-at-end: a snapshot of what was stored when the source opened, read whole however long
+// it takes, and nothing appended after.
+TEST(monitor, stop_at_end_reads_what_was_stored_at_the_start_and_stops) {
+  temp_dir d;
+  storage::log_options o;
+  o.dir = (d.path / "events").string();
+  o.partitions = 2;
+  o.sync = false;
+  auto log = std::move(*storage::event_log::open(o));
+  // More than one poll's batch (512 records) in partition 0.
+  for (int i = 0; i < 1200; ++i) append_sync(*log, static_cast<std::uint32_t>(i % 3 == 0), sample("a", "m" + std::to_string(i)));
+
+  auto src = std::move(*monitor::open_log_source(o.dir, monitor::start_at::earliest, std::chrono::milliseconds(50), true));
+  append_sync(*log, 0, sample("a", "after-the-start"));
+
+  std::FILE* out = std::tmpfile();
+  std::atomic<bool> stop{false};
+  monitor::run_options opts;
+  opts.json = true;
+  opts.timeout = std::chrono::seconds(30);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(monitor::run(*src, opts, out, stop), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));  // not the timeout
+  const std::string text = read_file(out);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1200);
+  EXPECT_NE(text.find("\"m1199\""), std::string::npos);
+  EXPECT_EQ(text.find("after-the-start"), std::string::npos);
+  std::fclose(out);
+
+  // Nothing stored: stops at once.
+  temp_dir empty;
+  o.dir = (empty.path / "events").string();
+  auto empty_log = std::move(*storage::event_log::open(o));
+  auto none = std::move(*monitor::open_log_source(o.dir, monitor::start_at::earliest, std::chrono::milliseconds(50), true));
+  out = std::tmpfile();
+  EXPECT_EQ(monitor::run(*none, opts, out, stop), 0);
+  EXPECT_EQ(read_file(out), "");
+  std::fclose(out);
+}
+
 TEST(monitor, iso8601_with_milliseconds) {
   EXPECT_EQ(monitor::iso8601_ms(0), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(monitor::iso8601_ms(1'700'000'000'123), "2023-11-14T22:13:20.123Z");

@@ -90,8 +90,13 @@ function runMonitor(hub, args, { timeoutMs = 60_000 } = {}) {
 }
 
 // `monitor-events --from start --json --timeout S [more]`: every retained event, parsed.
-async function storedEvents(hub, { timeoutSeconds = 1, args = [] } = {}) {
-  const res = await runMonitor(hub, ['--from', 'start', '--json', '--timeout', String(timeoutSeconds), ...args]);
+// `snapshot`: every event stored when the monitor starts, however long reading them takes (hubctl
+// --stop-at-end; `timeoutSeconds` is then only a bound); otherwise whatever is read within
+// `timeoutSeconds`, which on a long log may be less than everything.
+async function storedEvents(hub, { timeoutSeconds = 1, args = [], snapshot = false } = {}) {
+  const limit = snapshot ? ['--stop-at-end', '--timeout', String(Math.max(timeoutSeconds, 120))]
+                         : ['--timeout', String(timeoutSeconds)];
+  const res = await runMonitor(hub, ['--from', 'start', '--json', ...limit, ...args]);
   if (res.code !== 0) {
     throw new Error(`hubctl monitor-events exited ${res.code}\nstderr: ${res.stderr}\nstdout: ${res.stdout.slice(0, 2000)}`);
   }
