@@ -1,4 +1,5 @@
 #include "bench/loadgen/consumer.hpp"
+#include "bench/loadgen/proc_stat.hpp"
 
 #include "base/text.hpp"
 #include "codec/mqtt/codec.hpp"
@@ -32,7 +33,6 @@
 #include <fmt/format.h>
 
 #include <cstring>
-#include <fstream>
 #include <iterator>
 #include <map>
 #include <optional>
@@ -452,18 +452,7 @@ std::string consumer::error() const {
 
 double consumer::cpu_seconds() const {
   if (tid_ == 0) return 0;
-  std::ifstream in(fmt::format("/proc/self/task/{}/stat", tid_.load()));
-  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close = content.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(content.substr(close + 2));
-  std::string field;
-  long utime = 0, stime = 0;
-  for (int k = 3; k <= 15 && rest >> field; ++k) {
-    if (k == 14) utime = std::stol(field);
-    if (k == 15) stime = std::stol(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return stat_cpu_seconds(fmt::format("/proc/self/task/{}/stat", tid_.load()));
 }
 
 }  // namespace loadgen

@@ -17,6 +17,7 @@
 #include "bench/loadgen/ec_decode.hpp"
 #include "bench/loadgen/methods.hpp"
 #include "bench/loadgen/mqtt_stream.hpp"
+#include "bench/loadgen/proc_stat.hpp"
 #include "codec/mqtt/codec.hpp"
 #include "domain/auth/sas.hpp"
 
@@ -89,20 +90,7 @@ struct device_cred {
 };
 
 // CPU seconds (utime + stime) of a process, from /proc/PID/stat.
-double cpu_seconds(int pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close = content.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(content.substr(close + 2));
-  std::string field;
-  long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stol(field);
-    if (i == 15) stime = std::stol(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
+double cpu_seconds(int pid) { return loadgen::stat_cpu_seconds(fmt::format("/proc/{}/stat", pid)); }
 
 // Resident memory of a process in KiB, from /proc/PID/status.
 long rss_kib(int pid) {
