@@ -10,7 +10,8 @@
 # on the same data folder. Output: one line per run, then the medians per binary. With
 # HUBD_AB_STAGES=1, hubd runs with HUBD_STAGE_STATS and the stage breakdown of each run's window
 # is printed (bench/stage_stats.py); with HUBD_AB_MALLOC=1, malloc calls per message are counted
-# (uprobe). Runs as root in a private network namespace.
+# (uprobe). HUBD_AB_DIR=DIR puts the data folders on another file system (default /tmp). Runs as
+# root in a private network namespace.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [[ -z "${HUBD_BENCH_NETNS:-}" ]]; then
@@ -33,7 +34,7 @@ for ((i = 0; i < ${#extra[@]}; ++i)); do [[ "${extra[$i]}" == "--devices" ]] && 
 bin=$root/build/release
 loadgen=${HUBD_AB_LOADGEN:-$bin/bench/loadgen/hubd-loadgen}
 hubctl=${HUBD_AB_HUBCTL:-$bin/src/cli/hubctl}
-work=$(mktemp -d /tmp/hubd-ab.XXXXXX)
+work=$(mktemp -d "${HUBD_AB_DIR:-/tmp}/hubd-ab.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT

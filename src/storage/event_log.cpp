@@ -79,6 +79,8 @@ struct segment {
   std::int64_t first_ms = 0;
   std::int64_t last_ms = 0;
   std::uint64_t last_pos = 0;          // file position of the newest record
+  std::uint64_t allocated = header_bytes;  // file bytes written (records or preallocated zeros); writer only
+  bool preallocation_failed = false;       // no room for zeros: not tried again in this segment
   std::vector<index_entry> index;      // every index_every-th record
 
   ~segment() {
@@ -110,7 +112,36 @@ result<std::shared_ptr<segment>> create_segment(const fs::path& dir, std::int64_
   return seg;
 }
 
-// Opens an existing segment and scans its records, cutting off a torn or corrupt tail.
+// Whether the file holds only zero bytes in [pos, end): preallocated space (log_options::
+// preallocate_bytes) rather than a torn write. False on a read error.
+bool zeros_in(int fd, std::uint64_t pos, std::uint64_t end) {
+  char buf[64 * 1024];
+  while (pos < end) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(sizeof buf, end - pos));
+    if (!pread_all(fd, buf, n, static_cast<off_t>(pos))) return false;
+    if (std::any_of(buf, buf + n, [](char c) { return c != 0; })) return false;
+    pos += n;
+  }
+  return true;
+}
+
+// Writes zeros over [from, to) of the file, without moving its offset.
+bool write_zeros(int fd, std::uint64_t from, std::uint64_t to) {
+  static const char zeros[64 * 1024] = {};
+  while (from < to) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(sizeof zeros, to - from));
+    const ssize_t r = ::pwrite(fd, zeros, n, static_cast<off_t>(from));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    from += static_cast<std::uint64_t>(r);
+  }
+  return true;
+}
+
+// Opens an existing segment and scans its records, cutting off what follows the last valid one:
+// a torn or corrupt tail, or preallocated zeros.
 result<std::shared_ptr<segment>> load_segment(const fs::path& path, bool is_last) {
   auto seg = std::make_shared<segment>();
   seg->path = path;
@@ -132,18 +163,25 @@ result<std::shared_ptr<segment>> load_segment(const fs::path& path, bool is_last
         ++seg->count;
       });
   if (pos != file_size) {
-    if (!is_last) {
+    // Zeros after the last record are preallocated space; a roll cuts them off before the next
+    // segment exists, so only the newest segment should have them, but they are harmless anywhere.
+    const bool preallocated = zeros_in(seg->fd, pos, file_size);
+    if (!is_last && !preallocated) {
       return make_error(errc::server_error, "event log: " + path.string() + " is corrupt at byte " +
                                                 std::to_string(pos) + " (not the newest segment)");
     }
-    // A crash during a group commit leaves a partial batch: none of it was acknowledged.
-    log::get("storage")->warn("event log: cutting {} bytes of an unfinished write off {}", file_size - pos,
-                              path.string());
+    // A crash during a group commit leaves a partial batch: none of it was acknowledged. It is
+    // cut off (not just written over later), so that no record of it can ever be read back.
+    if (!preallocated) {
+      log::get("storage")->warn("event log: cutting {} bytes of an unfinished write off {}", file_size - pos,
+                                path.string());
+    }
     if (::ftruncate(seg->fd, static_cast<off_t>(pos)) != 0 || ::fdatasync(seg->fd) != 0) {
       return io_error("cannot truncate", path.string());
     }
   }
   seg->size = pos;
+  seg->allocated = pos;
   if (::lseek(seg->fd, static_cast<off_t>(pos), SEEK_SET) < 0) return io_error("cannot seek", path.string());
   return seg;
 }
@@ -249,6 +287,15 @@ struct event_log::impl {
     // Roll to a new segment when this one is full (the writer is the only one that changes the
     // segment list's tail, so no lock is held across the file operations).
     if (seg->size >= options.segment_bytes && seg->count > 0) {
+      // The full segment's preallocated zeros go first, durably, so that every segment but the
+      // newest ends at its last record.
+      if (seg->allocated > seg->size) {
+        if (::ftruncate(seg->fd, static_cast<off_t>(seg->size)) != 0 || ::fdatasync(seg->fd) != 0) {
+          fail_all(batch, io_error("cannot truncate", seg->path.string()));
+          return;
+        }
+        seg->allocated = seg->size;
+      }
       auto next = create_segment(p.dir, seg->end_sequence(), seg->end_offset());
       if (!next) {
         fail_all(batch, next.error());
@@ -288,6 +335,22 @@ struct event_log::impl {
     }
     const std::int64_t write_ns = stage_stats::stamp();
     bool written = write_all(seg->fd, buf.data(), buf.size());
+    // Past the preallocated space: zeros for the next preallocate_bytes, made durable by this
+    // commit's fdatasync along with the records (the one sync per step that flushes metadata).
+    // Only an optimisation: when the disk has no room for them, the records go without.
+    std::uint64_t allocated = seg->allocated;
+    if (written && options.sync && options.preallocate_bytes > 0 && pos > allocated && !seg->preallocation_failed) {
+      constexpr std::uint64_t page = 4096;
+      allocated = (pos + options.preallocate_bytes + page - 1) / page * page;
+      if (!write_zeros(seg->fd, pos, allocated)) {
+        const int why = errno;
+        written = ::ftruncate(seg->fd, static_cast<off_t>(pos)) == 0;
+        allocated = pos;
+        seg->preallocation_failed = true;
+        log::get("storage")->warn("event log: no room to preallocate {} bytes in {}: {}; appending without",
+                                  options.preallocate_bytes, seg->path.string(), std::strerror(why));
+      }
+    }
     const std::int64_t sync_ns = stage_stats::stamp();
     if (written && options.sync) written = ::fdatasync(seg->fd) == 0;
     if (stage_stats::enabled()) {
@@ -303,9 +366,11 @@ struct event_log::impl {
       if (::ftruncate(seg->fd, static_cast<off_t>(seg->size)) == 0) {
         ::lseek(seg->fd, static_cast<off_t>(seg->size), SEEK_SET);
       }
+      seg->allocated = seg->size;
       fail_all(batch, err);
       return;
     }
+    seg->allocated = std::max(pos, allocated);
     const std::int64_t last_seq = seq - 1;
     {
       std::scoped_lock lock(p.mutex);
@@ -622,6 +687,12 @@ void event_log::close() {
   }
   for (auto& p : impl_->parts) {
     if (p->writer.joinable()) p->writer.join();
+    // Leave the files holding records only (open() would cut the zeros off anyway).
+    std::scoped_lock lock(p->mutex);
+    const auto& last = p->segments.back();
+    if (last->allocated > last->size && ::ftruncate(last->fd, static_cast<off_t>(last->size)) == 0) {
+      last->allocated = last->size;
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include <map>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 using namespace hub::storage;
 namespace fs = std::filesystem;
@@ -412,4 +414,50 @@ TEST(event_log_reader, a_corrupt_old_segment_ends_early_and_the_next_one_follows
   EXPECT_EQ(recs.back().sequence, 99);
   for (std::size_t i = 1; i < recs.size(); ++i) EXPECT_GT(recs[i].sequence, recs[i - 1].sequence);
   EXPECT_EQ(snapshot(d.path), before);
+}
+
+TEST(event_log_reader, reads_a_synced_writers_preallocated_segments_while_it_appends) {
+  temp_dir d;
+  auto o = opts(d, 1);
+  o.sync = true;               // preallocation is on only with fdatasync
+  o.segment_bytes = 4096;
+  o.preallocate_bytes = 4096;  // zeros past the newest record, cut on each roll
+  auto log = std::move(*event_log::open(o));
+  constexpr int total = 600;
+  std::thread writer([&] {
+    for (int i = 0; i < total; i += 20) {
+      std::vector<std::string> wave;
+      for (int j = i; j < i + 20; ++j) wave.push_back(std::to_string(j));
+      std::promise<void> done;
+      log->append(0, std::move(wave), [&](hub::result<std::vector<log_position>>) { done.set_value(); });
+      done.get_future().get();
+    }
+  });
+  auto reader = open_reader(d);
+  ASSERT_TRUE(reader);
+  std::int64_t next = 0;
+  bool saw_zeros = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (next < total && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(reader->refresh().has_value());
+    auto recs = reader->read(0, next, 1000);
+    ASSERT_TRUE(recs.has_value());
+    for (const auto& r : *recs) {
+      ASSERT_EQ(r.sequence, next);   // no gap, no repeat, never a record made of zeros
+      ASSERT_EQ(r.data, std::to_string(next));
+      ++next;
+    }
+    // The file being written is longer than its records: the reader stopped at the zeros.
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(d.path / "p0")) {
+      if (e.path().extension() == ".seg") files.push_back(e.path());   // not one being created
+    }
+    std::sort(files.begin(), files.end());
+    std::ifstream in(files.back(), std::ios::binary);
+    in.seekg(-1, std::ios::end);
+    if (in && in.get() == 0) saw_zeros = true;
+  }
+  writer.join();
+  EXPECT_EQ(next, total);
+  EXPECT_TRUE(saw_zeros);
 }

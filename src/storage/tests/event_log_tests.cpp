@@ -1,16 +1,21 @@
 #include "storage/event_log.hpp"
+#include "storage/segment_file.hpp"
 
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <thread>
+#include <vector>
 
 using namespace hub::storage;
 namespace fs = std::filesystem;
@@ -371,4 +376,135 @@ TEST(event_log, a_batch_is_done_only_once_written_and_survives_reopen) {
   ASSERT_TRUE(recs.has_value());
   ASSERT_EQ(recs->size(), 2u);
   EXPECT_EQ((*recs)[1].data, "y");
+}
+
+namespace {
+// The segment files of a partition, oldest first.
+std::vector<fs::path> segment_files(const temp_dir& d, int partition) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(d.path / ("p" + std::to_string(partition)))) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+char last_byte(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  in.seekg(-1, std::ios::end);
+  return static_cast<char>(in.get());
+}
+
+constexpr std::size_t record_bytes(std::size_t data) { return segment_file::record_overhead + data; }
+}  // namespace
+
+TEST(event_log, preallocated_zeros_follow_the_newest_record_and_are_cut_on_roll_and_close) {
+  temp_dir d;
+  auto o = opts(d, 1);
+  o.segment_bytes = 4096;
+  o.preallocate_bytes = 8192;
+  {
+    auto log = std::move(*event_log::open(o));
+    for (int i = 0; i < 100; ++i) append_sync(*log, 0, std::string(100, 'y'));
+    const auto files = segment_files(d, 0);
+    ASSERT_GT(files.size(), 2u);
+    // Every full segment ends at its last record; the newest one has zeros after its records,
+    // whole pages of them, at least preallocate_bytes past the data when it was last extended.
+    for (std::size_t i = 0; i + 1 < files.size(); ++i) EXPECT_EQ(last_byte(files[i]), 'y') << files[i];
+    const auto newest = fs::file_size(files.back());
+    EXPECT_EQ(newest % 4096, 0u);
+    const auto recs = log->read(0, 0, 1000, 1 << 30);
+    ASSERT_EQ(recs->size(), 100u);
+    const auto in_newest = static_cast<std::size_t>(std::count_if(recs->begin(), recs->end(), [&](const log_record& r) {
+      return r.sequence >= std::stoll(files.back().stem().string());
+    }));
+    EXPECT_GE(newest, segment_file::header_bytes + in_newest * record_bytes(100) + 4096);
+    EXPECT_EQ(last_byte(files.back()), 0);
+  }
+  // Closed: the newest segment ends at its last record too.
+  EXPECT_EQ(last_byte(segment_files(d, 0).back()), 'y');
+  auto log = std::move(*event_log::open(o));
+  EXPECT_EQ(log->read(0, 0, 1000, 1 << 30)->size(), 100u);
+  EXPECT_EQ(append_sync(*log, 0, "next").sequence, 100);
+}
+
+TEST(event_log, after_a_crash_no_record_past_a_torn_one_ever_comes_back) {
+  temp_dir d;
+  auto o = opts(d, 1);
+  {
+    auto log = std::move(*event_log::open(o));
+    for (int i = 0; i < 10; ++i) append_sync(*log, 0, "msg" + std::to_string(i));
+  }
+  // What a crash in a preallocated segment can leave: a record whose first page did not reach
+  // the disk (its bytes wrong), a later one of the same unacknowledged group that did (valid,
+  // numbered 11), then the zeros.
+  const fs::path seg = segment_files(d, 0).back();
+  {
+    std::string tail;
+    segment_file::append_record(tail, 10, 1, "torn!");
+    tail[segment_file::record_overhead] ^= 0x55;  // breaks its CRC
+    segment_file::append_record(tail, 11, 1, "stale, never acknowledged");
+    tail.append(8192, '\0');
+    const int fd = ::open(seg.c_str(), O_WRONLY | O_APPEND);
+    ASSERT_EQ(::write(fd, tail.data(), tail.size()), static_cast<ssize_t>(tail.size()));
+    ::close(fd);
+  }
+  {
+    auto log = std::move(*event_log::open(o));
+    ASSERT_EQ(log->read(0, 0, 100)->size(), 10u);
+    // A new record of the torn one's size lands exactly where it was: record 11 after it must
+    // be the new one, not the stale one, now and after another reopen.
+    EXPECT_EQ(append_sync(*log, 0, "new10").sequence, 10);
+  }
+  auto log = std::move(*event_log::open(o));
+  auto recs = log->read(0, 10, 100);
+  ASSERT_EQ(recs->size(), 1u);
+  EXPECT_EQ(recs->front().data, "new10");
+  EXPECT_EQ(append_sync(*log, 0, "new11").sequence, 11);
+  EXPECT_EQ(log->read(0, 11, 100)->front().data, "new11");
+}
+
+TEST(event_log, zeros_after_an_older_segments_last_record_are_not_corruption) {
+  temp_dir d;
+  auto o = opts(d, 1);
+  o.segment_bytes = 1024;
+  {
+    auto log = std::move(*event_log::open(o));
+    for (int i = 0; i < 40; ++i) append_sync(*log, 0, std::string(60, 'z'));
+  }
+  const auto files = segment_files(d, 0);
+  ASSERT_GT(files.size(), 2u);
+  {
+    std::ofstream out(files.front(), std::ios::binary | std::ios::app);
+    out << std::string(5000, '\0');
+  }
+  auto log = std::move(*event_log::open(o));
+  EXPECT_EQ(log->read(0, 0, 1000, 1 << 30)->size(), 40u);
+  // Anything else there still is.
+  log.reset();
+  {
+    std::ofstream out(files.front(), std::ios::binary | std::ios::app);
+    out << "junk";
+  }
+  EXPECT_FALSE(event_log::open(o).has_value());
+}
+
+TEST(event_log, appends_go_on_without_preallocation_when_the_zeros_do_not_fit) {
+  temp_dir d;
+  auto o = opts(d, 1);
+  o.preallocate_bytes = 16 << 20;
+  // A file size limit stands in for a full disk: zeros past 8 MiB fail (EFBIG, SIGXFSZ ignored).
+  rlimit old_limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  const rlimit small{8 << 20, old_limit.rlim_max};
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  {
+    auto log = std::move(*event_log::open(o));
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(append_sync(*log, 0, std::string(100, 'w')).sequence, i);
+    // The partial zeros were cut off again.
+    EXPECT_LT(fs::file_size(segment_files(d, 0).back()), std::uintmax_t{1} << 20);
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old_limit);
+  std::signal(SIGXFSZ, old_handler);
+  auto log = std::move(*event_log::open(o));
+  EXPECT_EQ(log->read(0, 0, 100)->size(), 50u);
 }
