@@ -1,4 +1,5 @@
 #include "bench/loadgen/consumer.hpp"
+#include "bench/loadgen/mqtt_stream.hpp"
 #include "bench/loadgen/proc_stat.hpp"
 
 #include "base/text.hpp"
@@ -265,12 +266,9 @@ using tcp = asio::ip::tcp;
 // the batch in one write.
 class mqtt_subscriber {
  public:
-  mqtt_subscriber(consumer& c, const consumer_options& o) : c_(c), o_(o), tls_ctx_(ssl::context::tls_client) {
+  mqtt_subscriber(consumer& c, const consumer_options& o)
+      : c_(c), o_(o), tls_ctx_(std::move(*client_tls(o.ca_file))) {
     if (o.user.empty()) throw std::runtime_error("the consumer needs an MQTT user (a spare line of --devices-file)");
-    if (o.tls) {
-      if (!o.ca_file.empty()) tls_ctx_.load_verify_file(o.ca_file);
-      else tls_ctx_.set_default_verify_paths();
-    }
     socket_ = std::make_unique<tcp::socket>(ioc_);
     if (o.tls) tls_.emplace(*socket_, tls_ctx_);
   }

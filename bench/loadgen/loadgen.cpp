@@ -419,14 +419,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::optional<ssl::context> tls;
-  if (opt.tls) {
-    tls.emplace(ssl::context::tls_client);
-    if (!opt.ca_file.empty()) {
-      tls->load_verify_file(opt.ca_file);
-    } else {
-      tls->set_default_verify_paths();
-    }
-  }
+  if (opt.tls) tls = loadgen::client_tls(opt.ca_file);
   asio::io_context ioc(1);
   stats st;
   st.latency.resize(1);

@@ -399,14 +399,7 @@ int run_methods(const method_options& o) {
     return 2;
   }
   std::optional<ssl::context> tls;
-  if (o.tls || o.mode == "hubd") {  // hubd's service API is HTTPS only
-    tls.emplace(ssl::context::tls_client);
-    if (!o.ca_file.empty()) {
-      tls->load_verify_file(o.ca_file);
-    } else {
-      tls->set_default_verify_paths();
-    }
-  }
+  if (o.tls || o.mode == "hubd") tls = client_tls(o.ca_file);  // hubd's service API is HTTPS only
   asio::io_context ioc(1);
   run_state st(o, ioc, o.tls ? &*tls : nullptr, tls ? &*tls : nullptr);
   if (o.mode == "hubd") {

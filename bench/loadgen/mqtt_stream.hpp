@@ -21,6 +21,17 @@ namespace asio = boost::asio;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
+// A client TLS context that trusts `ca_file`, or the system's roots without one.
+inline std::optional<ssl::context> client_tls(const std::string& ca_file) {
+  std::optional<ssl::context> tls(std::in_place, ssl::context::tls_client);
+  if (!ca_file.empty()) {
+    tls->load_verify_file(ca_file);
+  } else {
+    tls->set_default_verify_paths();
+  }
+  return tls;
+}
+
 // A stream that is TLS or plain TCP.
 class stream {
  public:
