@@ -144,10 +144,10 @@ asio::awaitable<void> tls_socket::wait_readable() {
   // socket held, so a read() now would almost always say EAGAIN, one wasted system call per
   // packet. Waiting first is safe: Asio's epoll reactor re-arms the descriptor
   // (EPOLL_CTL_MOD) for every wait, and the kernel then reports data that is already there.
-  bool ask_first = false;
+  bool waited = false;
   while (!pending_ && socket_.is_open()) {
     if (SSL_has_pending(ssl_)) co_return;
-    if (!std::exchange(ask_first, true)) {
+    if (!std::exchange(waited, true)) {
       auto [wec] = co_await socket_.async_wait(tcp::socket::wait_read, asio::as_tuple(asio::use_awaitable));
       if (wec) {
         pending_ = wec;

@@ -24,8 +24,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <iterator>
 #include <cstdlib>
+#include <iterator>
 #include <string>
 #include <string_view>
 
