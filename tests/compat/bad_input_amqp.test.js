@@ -12,7 +12,10 @@ const crypto = require('node:crypto');
 const rhea = require('rhea');
 const { encodeUriComponentStrict } = require('azure-iot-common');
 const { sasToken } = require('./lib/util');
-const { badInputSuite, assertBoundedPerConnection, assertHubAlive, repeatedCases, RawSocket, amqp, decodeFrames, frameError, openWebSocket } = require('./lib/bad_input');
+const { Message } = require('azure-iot-device');
+const { Mqtt } = require('azure-iot-device-mqtt');
+const { badInputSuite, assertBoundedPerConnection, assertHubAlive, repeatedCases, RawSocket, amqp, decodeFrames, frameError, openWebSocket, rssKiB } = require('./lib/bad_input');
+const { openClient, closeQuietly } = require('./lib/device');
 
 const PORT = 5671;
 const CLOSE_WITHIN_MS = 5_000;
@@ -376,6 +379,78 @@ describe('bad input: AMQP', () => {
       assert.ok(await sock.closedWithin(CLOSE_WITHIN_MS), 'closed');
     });
     assertBoundedPerConnection(r);
+    await afterCase();
+  });
+
+  // ---- Event Hubs-compatible endpoint -----------------------------------------------------------
+
+  it('an Event Hubs receiver with credit for everything that stops reading its socket: hubd holds back (RSS bounded), devices keep sending, and it gets every event in order once it reads', { timeout: 180_000 }, async () => {
+    const EVENTS = 3000;
+    const SIZE = 16 * 1024;  // 48 MB in all, far more than hubd may hold for one connection
+    const RSS_GROWTH_BOUND_KIB = 16 * 1024;
+    const dev = await fresh('eh-slow');
+    const sender = await openClient(dev.connectionString, Mqtt, { noRetry: true });
+    const conn = await rheaConnect(hub.hostName);
+    try {
+      // A token for the whole event hub, signed as @azure/core-amqp signs it (the key's text).
+      const entity = hub.hostName.toLowerCase();
+      const audience = `sb://${hub.hostName}/${entity}`;
+      const key = hub.policies().find((x) => (x.name ?? x.keyName) === 'service').primaryKey;
+      const expiry = Math.floor(Date.now() / 1000) + 3600;
+      const sr = encodeURIComponent(audience);
+      const sig = crypto.createHmac('sha256', Buffer.from(key, 'utf8')).update(`${sr}\n${expiry}`).digest('base64');
+      const reply = await putToken(conn, audience, `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${expiry}&skn=service`);
+      assert.equal(reply.status, 200, reply.description);
+
+      // One receiver per partition, from the start, with credit for every event there will be.
+      const got = [];
+      const opened = [];
+      for (let p = 0; p < 4; p++) {
+        const receiver = conn.open_receiver({
+          source: {
+            address: `${entity}/ConsumerGroups/$Default/Partitions/${p}`,
+            filter: { 'apache.org:selector-filter:string': rhea.types.wrap_described("amqp.annotation.x-opt-offset > '-1'", 0x468C00000004) },
+          },
+          credit_window: 0,  // credit as given below; rhea settles what it gets (as the SDK does), or
+                             // its session would stop at 2,048 unsettled deliveries
+        });
+        receiver.on('message', (ctx) => {
+          if (ctx.message.message_annotations?.['iothub-connection-device-id'] !== dev.deviceId) return;
+          got.push(Buffer.from(ctx.message.body.content ?? ctx.message.body).subarray(0, 12).toString('latin1'));
+        });
+        opened.push(new Promise((resolve, reject) => {
+          receiver.once('receiver_open', resolve);
+          receiver.once('receiver_error', (ctx) => reject(new Error(`partition ${p}: ${ctx.receiver.error?.condition}`)));
+        }));
+        receiver.add_credit(EVENTS + 100_000);
+      }
+      await Promise.all(opened);
+      await new Promise((r) => setTimeout(r, 500));  // the backlog of earlier cases arrives
+      conn.socket.pause();  // the receiver stops reading: what hubd sends now stays with hubd or the kernel
+      const rssBefore = rssKiB(hub);
+
+      const body = (i) => Buffer.concat([Buffer.from(`event ${String(i).padStart(6, '0')}`), Buffer.alloc(SIZE - 12, 0x61)]);
+      for (let i = 0; i < EVENTS; i += 16) {
+        const wave = [];
+        for (let j = i; j < Math.min(i + 16, EVENTS); j++) wave.push(sender.sendEvent(new Message(body(j))));
+        await Promise.all(wave);
+      }
+      await new Promise((r) => setTimeout(r, 2_000));  // time for hubd to push all it would
+      const rssPaused = rssKiB(hub);
+      console.log(`hubd RSS: ${rssBefore} KiB with the receiver paused, ${rssPaused} KiB after ${EVENTS} events of ${SIZE} B for it`);
+      assert.ok(rssPaused - rssBefore < RSS_GROWTH_BOUND_KIB, `RSS grew by ${rssPaused - rssBefore} KiB`);
+      assert.ok(got.length < EVENTS, 'the paused receiver had not read everything');
+      await afterCase();  // the canaries kept sending meanwhile
+
+      conn.socket.resume();
+      const deadline = Date.now() + 60_000;
+      while (got.length < EVENTS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(got.length, EVENTS, 'every event, once the receiver reads');
+      got.forEach((g, i) => assert.equal(g, `event ${String(i).padStart(6, '0')}`, `event ${i} in order`));
+    } finally {
+      conn.close();
+      await closeQuietly(sender);
+    }
     await afterCase();
   });
 

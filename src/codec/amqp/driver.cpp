@@ -36,6 +36,7 @@
 #include <proton/link.h>
 #include <proton/logger.h>
 #include <proton/sasl.h>
+#include <proton/session.h>
 #include <proton/sasl_plugin.h>
 #include <proton/transport.h>
 
@@ -463,6 +464,15 @@ std::string driver::take_output() {
 }
 
 bool driver::has_output() const { return impl_->driver_.write_buffer().size > 0; }
+
+std::size_t driver::buffered_bytes() const {
+  auto& d = impl_->driver_;
+  std::size_t n = d.write_buffer().size;
+  for (pn_session_t* s = pn_session_head(raw(d.connection()), 0); s != nullptr; s = pn_session_next(s, 0)) {
+    n += pn_session_outgoing_bytes(s);
+  }
+  return n;
+}
 
 std::optional<std::chrono::milliseconds> driver::tick(std::chrono::milliseconds now, std::vector<event>& out) {
   const proton::timestamp next = impl_->driver_.tick(proton::timestamp(now.count()));

@@ -156,6 +156,9 @@ class driver {
   // Bytes to write now, removed from the driver. Empty when there is nothing to send.
   std::string take_output();
   bool has_output() const;
+  // Bytes the driver holds for the peer: output encoded and not yet taken, plus message bytes
+  // sent on links that Proton has not encoded yet (waiting for the session's window).
+  std::size_t buffered_bytes() const;
 
   // `now` is any monotonic clock in milliseconds, the same on every call. Runs Proton's timers
   // (heartbeats to send, the peer's idle timeout) and returns when to call tick() next, or

@@ -309,9 +309,10 @@ class connection {
 
   std::string take_output() { return driver_.take_output(); }
   // Back-pressure to Event Hubs receivers: the session says how many bytes it is writing (0 when
-  // the socket took everything). While more than max_unwritten_bytes wait for a slow reader, no
-  // more events are read from the log for this connection, whatever credit its receivers gave;
-  // once written, the receivers that were held back read again.
+  // the socket took everything). While more than max_unwritten_bytes wait for a slow reader
+  // (being written, or still in Proton's buffers), no more events are read from the log for this
+  // connection, whatever credit its receivers gave; once written, the receivers that were held
+  // back read again.
   void writing(std::size_t unwritten_bytes, std::vector<work>& out);
   bool has_output() const { return driver_.has_output(); }
   bool finished() const { return driver_.finished(); }
@@ -439,6 +440,7 @@ class connection {
   void release_link_locks(link_state& s, std::vector<work>& out);
   void reply(link_kind kind, const std::string& reply_to, proton::message m);
   void on_management_request(amqp::message_received& e, std::vector<work>& out);
+  bool output_full() const;  // more than max_unwritten_bytes wait for the peer
   void pump_partition(amqp::link_id link, std::vector<work>& out);
   void on_event_hubs_link(amqp::link_requested& e, std::vector<work>& out);
   // The service SDK's links, authorised by a live hub grant (ServiceConnect).

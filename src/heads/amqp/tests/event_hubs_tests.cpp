@@ -578,8 +578,6 @@ TEST_F(event_hubs_session, a_token_for_another_host_is_refused) {
   EXPECT_EQ(put_token("sb://elsewhere.example/myhub", eh_token("sb://elsewhere.example/myhub")), 401);
 }
 
-}  // namespace
-}  // namespace hub::amqp_head
 
 namespace hub::amqp_head {
 namespace {
@@ -619,6 +617,43 @@ TEST(partition_watch_test, wakes_waiters_once_their_sequence_is_durable) {
   }
   log->close();
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace hub::amqp_head
+
+// A receiver whose peer reads slowly: once Proton holds more than max_unwritten_bytes for the
+// peer, no more events are read for it, whatever credit it gave; each completed write
+// (connection::writing) lets the next read go. (Counting only the bytes being written let a peer
+// that stopped reading collect every event its credit allowed in Proton's buffers.)
+TEST_F(event_hubs_session, no_more_events_are_read_while_proton_holds_the_output_limit) {
+  connection_options opts;
+  opts.event_hub_partitions = 2;
+  opts.max_unwritten_bytes = 4096;
+  conn_ = std::make_unique<connection>(opts, clock_, ::hub::log::get("amqp"), "connection 1");
+  const std::string kib(1024, 'k');
+  for (int i = 0; i < 300; ++i) append("dev1", kib);
+  const std::uint32_t p = telemetry_->partition_for("dev1");
+  open_cbs();
+  ASSERT_EQ(put_token("sb://myhub.example/myhub", eh_token("sb://myhub.example/myhub")), 200);
+  const std::string source = "myhub/ConsumerGroups/$Default/Partitions/" + std::to_string(p);
+  client_->open_receiver(source, 1000, {}, "r",
+                         {{proton::symbol("apache.org:selector-filter:string"), selector("amqp.annotation.x-opt-offset > '-1'")}});
+  pump();
+  // One read (max_events_per_read) went into Proton; the next waits for the write.
+  std::size_t total = client_got<amqp::message_received>().size();
+  EXPECT_EQ(total, opts.max_events_per_read);
+  EXPECT_EQ(read_entities_.size(), 1u);
+  for (int round = 0; round < 10 && total < 300; ++round) {
+    std::vector<work> w;
+    conn_->writing(0, w);  // the socket took everything
+    run(w);
+    pump();
+    const std::size_t got = client_got<amqp::message_received>().size();
+    EXPECT_LE(got, opts.max_events_per_read);
+    total += got;
+  }
+  EXPECT_EQ(total, 300u);
 }
 
 }  // namespace
