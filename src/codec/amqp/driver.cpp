@@ -36,8 +36,8 @@
 #include <proton/link.h>
 #include <proton/logger.h>
 #include <proton/sasl.h>
-#include <proton/session.h>
 #include <proton/sasl_plugin.h>
+#include <proton/session.h>
 #include <proton/transport.h>
 
 #include <algorithm>
