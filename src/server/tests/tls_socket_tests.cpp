@@ -169,11 +169,12 @@ TEST(tls_socket, wait_readable_sees_data_that_was_there_before_it_waited_and_dat
 
   // Later: nothing in the socket when it starts waiting; a record comes 100 ms on.
   EXPECT_EQ(queued(tls.socket()), 0);
-  ASSERT_TRUE(run_for(io, 3s, [&]() -> asio::awaitable<void> {
-    std::thread([&peer] {
+  std::thread later;
+  const bool later_done = run_for(io, 3s, [&]() -> asio::awaitable<void> {
+    later = std::thread([&peer] {
       std::this_thread::sleep_for(100ms);
       peer.send("second");
-    }).detach();
+    });
     const auto t0 = std::chrono::steady_clock::now();
     co_await tls.wait_readable();
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);  // it did wait
@@ -181,7 +182,9 @@ TEST(tls_socket, wait_readable_sees_data_that_was_there_before_it_waited_and_dat
     const std::size_t n = co_await tls.read_some(asio::buffer(buf), ec);
     EXPECT_FALSE(ec);
     got.assign(buf, n);
-  }));
+  });
+  if (later.joinable()) later.join();
+  ASSERT_TRUE(later_done);
   EXPECT_EQ(got, "second");
 
   // Two records in one go, both already there: one wait, and read_some takes both.
